@@ -1,0 +1,60 @@
+#!/bin/bash
+# setup-host.sh - make this Debian 12 host ready to build, test and demo flocker.
+# Idempotent and quick when everything is already in place (no apt run then).
+#   - installs the Debian packages the build, tests and demo use
+#   - starts the zfs-fuse daemon when it is not running
+#   - mounts tracefs and bpffs when missing (not mounted at boot on these hosts)
+# Needs root. Never stops anything.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "setup-host: needs root" >&2; exit 1; }
+
+# Package -> a file it installs; apt runs only when one of these is missing.
+declare -A want=(
+  [zfs-fuse]=/usr/sbin/zfs-fuse
+  [clang-14]=/usr/bin/clang-14
+  [llvm-14]=/usr/bin/llvm-strip-14
+  [libbpf-dev]=/usr/include/bpf/bpf_helpers.h
+  [bpftool]=/usr/sbin/bpftool
+  [iproute2]=/usr/sbin/ip
+  [nftables]=/usr/sbin/nft
+  [util-linux]=/usr/bin/nsenter
+  [psmisc]=/usr/bin/fuser
+  [kmod]=/usr/bin/kmod
+  [cpio]=/usr/bin/cpio
+  [busybox-static]=/bin/busybox
+  [qemu-system-x86]=/usr/bin/qemu-system-x86_64
+  [e2fsprogs]=/usr/sbin/mkfs.ext4
+  [lz4]=/usr/bin/lz4
+  [dwarves]=/usr/bin/pahole
+  [file]=/usr/bin/file
+  [bc]=/usr/bin/bc
+  [make]=/usr/bin/make
+  [gcc]=/usr/bin/gcc
+  [iputils-ping]=/usr/bin/ping
+  [netcat-openbsd]=/usr/bin/nc.openbsd
+  [arping]=/usr/sbin/arping
+  [curl]=/usr/bin/curl
+)
+missing=()
+for p in "${!want[@]}"; do [ -e "${want[$p]}" ] || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Go lives in /usr/local/go on these machines.
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "setup-host: Go not found (expected /usr/local/go)" >&2; exit 1; }
+
+# zfs-fuse: one daemon serves every pool on the host, from any network namespace.
+if ! pgrep -x zfs-fuse >/dev/null; then
+  echo "setup-host: starting zfs-fuse"
+  zfs-fuse --pidfile /run/zfs-fuse.pid
+fi
+for _ in $(seq 50); do zpool list >/dev/null 2>&1 && break; sleep 0.1; done
+zpool list >/dev/null 2>&1 || { echo "setup-host: zfs-fuse does not answer" >&2; exit 1; }
+
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+echo "setup-host: ready (zfs-fuse pid $(pgrep -x zfs-fuse | head -1), tracefs and bpffs mounted)"
