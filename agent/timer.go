@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// WrittenFunc reports how many bytes a dataset has written since its newest
+// snapshot. ok is false where the ZFS dialect has no `written` property
+// (zfs-fuse): the caller must then assume it changed.
+type WrittenFunc func(ctx context.Context, dataset string) (bytes uint64, ok bool, err error)
+
+// Timer is the tier of last resort: it reports every target as changed at a
+// fixed interval, skipping targets whose `written` property says nothing was
+// written. It is also the slow safety net beside every eBPF tier.
+type Timer struct {
+	interval time.Duration
+	written  WrittenFunc
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	targets map[string]Target
+	changes chan Change
+	cancel  context.CancelFunc
+	done    chan struct{}
+	closed  bool
+}
+
+var _ Notifier = (*Timer)(nil)
+
+// NewTimer starts a timer notifier. written may be nil (always report).
+func NewTimer(interval time.Duration, written WrittenFunc, log *slog.Logger) (*Timer, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("timer interval %v: must be positive", interval)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Timer{
+		interval: interval,
+		written:  written,
+		log:      log,
+		targets:  map[string]Target{},
+		changes:  make(chan Change, 16),
+		cancel:   cancel,
+		done:     make(chan struct{}),
+	}
+	go t.loop(ctx)
+	return t, nil
+}
+
+func (t *Timer) Tier() string { return TierTimer }
+
+func (t *Timer) Add(_ context.Context, tg Target) error {
+	if err := checkMounted(tg.Mountpoint); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.targets[tg.Name] = tg
+	return nil
+}
+
+func (t *Timer) Remove(name string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.targets[name]; !ok {
+		return fmt.Errorf("timer: target %q is not watched", name)
+	}
+	delete(t.targets, name)
+	return nil
+}
+
+func (t *Timer) Changes() <-chan Change { return t.changes }
+
+func (t *Timer) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.mu.Unlock()
+	t.cancel()
+	<-t.done
+	return nil
+}
+
+func (t *Timer) loop(ctx context.Context) {
+	defer close(t.done)
+	defer close(t.changes)
+	tick := time.NewTicker(t.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		targets := make([]Target, 0, len(t.targets))
+		for _, tg := range t.targets {
+			targets = append(targets, tg)
+		}
+		t.mu.Unlock()
+		for _, tg := range targets {
+			if !t.changed(ctx, tg) {
+				continue
+			}
+			if err := syncfs(tg.Mountpoint); err != nil {
+				t.log.Warn("syncfs failed; reporting the change anyway", "dataset", tg.Name, "err", err)
+			}
+			select {
+			case t.changes <- Change{Time: time.Now(), Dataset: tg.Name, Tier: TierTimer, Hook: "interval"}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// changed asks ZFS whether anything was written; when it cannot tell, the
+// answer is yes, since a needless snapshot costs little and a missed one loses data.
+func (t *Timer) changed(ctx context.Context, tg Target) bool {
+	if t.written == nil {
+		return true
+	}
+	n, ok, err := t.written(ctx, tg.Name)
+	if err != nil {
+		t.log.Warn("reading written property failed; assuming changed", "dataset", tg.Name, "err", err)
+		return true
+	}
+	return !ok || n > 0
+}
+
+// syncfs flushes the filesystem holding path: dirty mmap pages reach ZFS
+// before the snapshot and are write-protected again, so the next store re-arms.
+func syncfs(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s for syncfs: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("syncfs %s: %w", path, err)
+	}
+	return nil
+}
+
+// checkMounted fails unless path is a directory that is the root of a mount.
+func checkMounted(path string) error {
+	var st, parent unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("target %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("target %s: not a directory", path)
+	}
+	if err := unix.Stat(path+"/..", &parent); err != nil {
+		return fmt.Errorf("target %s: %w", path, err)
+	}
+	if st.Dev == parent.Dev && st.Ino != parent.Ino {
+		return fmt.Errorf("target %s: not a mounted filesystem (it is a directory inside another mount)", path)
+	}
+	return nil
+}
