@@ -139,19 +139,19 @@ func ParseFingerprint(s string) ([sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
 	hexPart, ok := strings.CutPrefix(s, FingerprintPrefix)
 	if !ok {
-		return sum, fmt.Errorf("fingerprint %q: must start with %q", s, FingerprintPrefix)
+		return sum, fmt.Errorf("invalid fingerprint %q: must start with %q", s, FingerprintPrefix)
 	}
 	if len(hexPart) != 2*sha256.Size {
-		return sum, fmt.Errorf("fingerprint %q: want %d hex digits after %q, got %d",
+		return sum, fmt.Errorf("invalid fingerprint %q: want %d hex digits after %q, got %d",
 			s, 2*sha256.Size, FingerprintPrefix, len(hexPart))
 	}
 	for _, r := range hexPart {
 		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
-			return sum, fmt.Errorf("fingerprint %q: %q is not a lowercase hex digit", s, r)
+			return sum, fmt.Errorf("invalid fingerprint %q: %q is not a lowercase hex digit", s, r)
 		}
 	}
 	if _, err := hex.Decode(sum[:], []byte(hexPart)); err != nil {
-		return sum, fmt.Errorf("fingerprint %q: %w", s, err)
+		return sum, fmt.Errorf("invalid fingerprint %q: %w", s, err)
 	}
 	return sum, nil
 }

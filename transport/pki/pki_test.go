@@ -268,15 +268,15 @@ func TestParseFingerprint(t *testing.T) {
 		t.Fatalf("ParseFingerprint(%s) = %x, %v", good, sum, err)
 	}
 	cases := map[string]string{
-		"":                              `fingerprint "": must start with "sha256:"`,
-		good[len("sha256:"):]:           `fingerprint "` + good[7:] + `": must start with "sha256:"`,
-		"SHA256:" + good[7:]:            `fingerprint "SHA256:` + good[7:] + `": must start with "sha256:"`,
-		good[:70]:                       `fingerprint "` + good[:70] + `": want 64 hex digits after "sha256:", got 63`,
-		good + "0":                      `fingerprint "` + good + `0": want 64 hex digits after "sha256:", got 65`,
-		strings.ToUpper(good[:7]) + "x": `fingerprint "SHA256:x": must start with "sha256:"`,
-		good[:69] + "A0":                `fingerprint "` + good[:69] + `A0": 'A' is not a lowercase hex digit`,
-		good[:69] + "g0":                `fingerprint "` + good[:69] + `g0": 'g' is not a lowercase hex digit`,
-		good[:69] + ":0":                `fingerprint "` + good[:69] + `:0": ':' is not a lowercase hex digit`,
+		"":                              `invalid fingerprint "": must start with "sha256:"`,
+		good[len("sha256:"):]:           `invalid fingerprint "` + good[7:] + `": must start with "sha256:"`,
+		"SHA256:" + good[7:]:            `invalid fingerprint "SHA256:` + good[7:] + `": must start with "sha256:"`,
+		good[:70]:                       `invalid fingerprint "` + good[:70] + `": want 64 hex digits after "sha256:", got 63`,
+		good + "0":                      `invalid fingerprint "` + good + `0": want 64 hex digits after "sha256:", got 65`,
+		strings.ToUpper(good[:7]) + "x": `invalid fingerprint "SHA256:x": must start with "sha256:"`,
+		good[:69] + "A0":                `invalid fingerprint "` + good[:69] + `A0": 'A' is not a lowercase hex digit`,
+		good[:69] + "g0":                `invalid fingerprint "` + good[:69] + `g0": 'g' is not a lowercase hex digit`,
+		good[:69] + ":0":                `invalid fingerprint "` + good[:69] + `:0": ':' is not a lowercase hex digit`,
 	}
 	for in, want := range cases {
 		if _, err := ParseFingerprint(in); err == nil || err.Error() != want {
