@@ -2,7 +2,10 @@ module github.com/flockerha/flocker
 
 go 1.26.0
 
-require golang.org/x/sys v0.49.0
+require (
+	golang.org/x/sys v0.49.0
+	gopkg.in/ini.v1 v1.67.3
+)
 
 require (
 	github.com/BurntSushi/toml v1.6.0 // indirect

@@ -1,0 +1,202 @@
+// Package config reads, checks and rewrites flocker.ini, the one file that
+// configures a flocker node (and in which the agent records its role and
+// epoch).
+//
+// The file is INI, parsed by gopkg.in/ini.v1 with its leniencies turned off
+// where they would let a mistake pass unnoticed:
+//
+//   - Sections and keys are case-sensitive and each appears once; every key
+//     belongs to a section. Unknown sections and keys are errors.
+//   - '=' is the only key/value delimiter (':' belongs to addresses and
+//     fingerprints).
+//   - A line starting with ';' or '#' is a comment. An inline comment starts
+//     at " ;" or " #" (whitespace first), so "a;b" and "http://h/#x" stay
+//     whole. A value that must contain " ;" or " #" goes in backticks on one
+//     line: start = `a ; b`.
+//   - Otherwise a value is taken as written: quotes stay (a start command
+//     reaches the shell as typed), a trailing backslash does not continue the
+//     line, there are no multi-line values, and ini.v1's %(key)s
+//     interpolation is not applied.
+//
+// Every problem is reported with file, line, section and key, and all of them
+// at once (see Problems), so `flocker check` can list them like `nginx -t`.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// DefaultPath is where the agent and the operator commands look by default.
+const DefaultPath = "/etc/flocker/flocker.ini"
+
+// Defaults, each with the reason for its value.
+const (
+	// DefaultListen is the QUIC (UDP) address for the peer: all interfaces,
+	// since which one the peer's traffic arrives on is the network's business.
+	DefaultListen = "0.0.0.0:7946"
+	// DefaultStatus serves /status and /metrics over plain HTTP; loopback
+	// only, because nothing there is authenticated.
+	DefaultStatus = "127.0.0.1:9946"
+	// DefaultHeartbeat: a heartbeat is one small datagram each way, cheap
+	// enough at 10 per second, and bounds how stale the view of the peer is.
+	DefaultHeartbeat = 100 * time.Millisecond
+	// DefaultTimeout is 10 x DefaultHeartbeat: the peer is declared dead only
+	// after about nine heartbeats in a row went missing (a burst of loss, a
+	// long GC pause, a loaded two-core host), while a real failure is still
+	// acted on within about a second.
+	DefaultTimeout = 10 * DefaultHeartbeat
+	// MinTimeoutHeartbeats bounds timeout/heartbeat from below: with fewer
+	// than three heartbeats per timeout, one lost datagram plus ordinary
+	// jitter declares a live peer dead, and a needless failover (the service
+	// restarts on the other host) costs more than a slightly slower one.
+	MinTimeoutHeartbeats = 3
+	// DefaultNotifyMode lets the agent pick the best change-notification tier
+	// this kernel supports.
+	DefaultNotifyMode = NotifyAuto
+	// DefaultRole is slave: a node that knows nothing better must not claim
+	// the data; one node is made master on purpose (init --role master,
+	// promote).
+	DefaultRole = RoleSlave
+	// DefaultCert and DefaultKey sit beside the config file, where
+	// `flocker init` writes them.
+	DefaultCert = "node.crt"
+	DefaultKey  = "node.key"
+)
+
+// MaxNameLen limits node and dataset names: they appear in certificates,
+// logs and metric labels, and 63 is a DNS label's limit.
+const MaxNameLen = 63
+
+// Role is a node's part for its datasets.
+type Role string
+
+// Roles.
+const (
+	RoleMaster Role = "master"
+	RoleSlave  Role = "slave"
+)
+
+// Notification modes ([notify] mode). auto picks the best tier that loads;
+// the others force one (the agent's tiers, best first).
+const (
+	NotifyAuto       = "auto"
+	NotifyFentry     = "fentry"
+	NotifyKprobe     = "kprobe"
+	NotifyTracepoint = "tracepoint"
+	NotifyBlock      = "block"
+	NotifyFanotify   = "fanotify"
+	NotifyTimer      = "timer"
+)
+
+// NotifyModes lists the accepted [notify] mode values.
+var NotifyModes = []string{NotifyAuto, NotifyFentry, NotifyKprobe, NotifyTracepoint, NotifyBlock, NotifyFanotify, NotifyTimer}
+
+// Config is a decoded flocker.ini. Paths are resolved: a relative path in
+// the file is taken relative to the file's directory.
+type Config struct {
+	Node     Node      `json:"node"`
+	Peer     Peer      `json:"peer"`
+	TLS      TLS       `json:"tls"`
+	Admin    Admin     `json:"admin"`
+	Datasets []Dataset `json:"datasets"` // in file order
+	Notify   Notify    `json:"notify"`
+	Failover Failover  `json:"failover"`
+	State    State     `json:"state"`
+
+	src *source // where each value came from; nil for a Config built in code
+}
+
+// Node is this host.
+type Node struct {
+	Name   string         `json:"name"`
+	Listen netip.AddrPort `json:"listen"`
+	Status netip.AddrPort `json:"status"`
+}
+
+// Peer is the other host.
+type Peer struct {
+	Name        string         `json:"name"`
+	Address     netip.AddrPort `json:"address"`
+	Fingerprint string         `json:"fingerprint"` // pinned certificate, "sha256:HEX"
+}
+
+// TLS names this node's certificate and key files.
+type TLS struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// Admin holds settings for operator access to the agent.
+type Admin struct {
+	TokenFile string `json:"token_file,omitempty"`
+}
+
+// Dataset is one protected dataset.
+type Dataset struct {
+	Name      string       `json:"name"`            // logical name, the same on both hosts
+	ZFS       string       `json:"zfs"`             // this host's dataset
+	VIP       netip.Prefix `json:"vip"`             // floating address; zero when none
+	Interface string       `json:"interface"`       // where the VIP lives
+	Start     string       `json:"start,omitempty"` // shell command that starts the service
+	Stop      string       `json:"stop,omitempty"`  // shell command that stops it
+	Check     string       `json:"check,omitempty"` // shell command, exit 0 = healthy
+}
+
+// Notify selects how the agent learns that a dataset changed.
+type Notify struct {
+	Mode string `json:"mode"`
+}
+
+// Failover holds the failure detector's timing and the optional witness.
+type Failover struct {
+	Heartbeat time.Duration `json:"heartbeat"`
+	Timeout   time.Duration `json:"timeout"`
+	Witness   netip.Addr    `json:"witness"` // zero when none
+}
+
+// State is what the agent records about itself.
+type State struct {
+	Role  Role   `json:"role"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// defaults returns a Config holding every default; paths stay relative until
+// the file's directory is known.
+func defaults() *Config {
+	return &Config{
+		Node:     Node{Listen: netip.MustParseAddrPort(DefaultListen), Status: netip.MustParseAddrPort(DefaultStatus)},
+		TLS:      TLS{Cert: DefaultCert, Key: DefaultKey},
+		Notify:   Notify{Mode: DefaultNotifyMode},
+		Failover: Failover{Heartbeat: DefaultHeartbeat, Timeout: DefaultTimeout},
+		State:    State{Role: DefaultRole},
+	}
+}
+
+// DatasetSection is the section name of the dataset called name.
+func DatasetSection(name string) string { return fmt.Sprintf("dataset %q", name) }
+
+// Line returns the line of section's key in the file the Config was parsed
+// from, the section header's line when the key is absent, or 0 when neither
+// is known (including for a Config built in code). Diagnostics use it to
+// point at the place to fix.
+func (c *Config) Line(section, key string) int {
+	if c.src == nil {
+		return 0
+	}
+	return c.src.line(section, key)
+}
+
+// File is the name the Config was parsed from ("" when built in code).
+func (c *Config) File() string {
+	if c.src == nil {
+		return ""
+	}
+	return c.src.file
+}
+
+// written reports whether section's key appears in the file.
+func (c *Config) written(section, key string) bool {
+	return c.src != nil && c.src.keys[section][key] > 0
+}
