@@ -111,8 +111,13 @@ func TestDecodeSkipsValidate(t *testing.T) {
 	if err != nil || c.Node.Name != "alpha" || c.TLS.Cert != DefaultCert {
 		t.Fatalf("Decode = %+v, %v", c, err)
 	}
-	if _, err := Parse("f.ini", data); err == nil || !strings.Contains(err.Error(), "[peer] fingerprint: missing") {
+	c, err = Parse("f.ini", data)
+	if err == nil || !strings.Contains(err.Error(), "[peer] fingerprint: missing") {
 		t.Fatalf("Parse = %v", err)
+	}
+	// With problems, Parse still hands back what decoded, for reports.
+	if c == nil || c.Node.Name != "alpha" || c.Peer.Address.Port() != 7946 {
+		t.Fatalf("Parse with problems returned %+v", c)
 	}
 	if _, err := Decode("f.ini", []byte("[node]\nname = -x\n")); err == nil {
 		t.Fatal("Decode accepted a bad value")

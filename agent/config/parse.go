@@ -58,7 +58,7 @@ var schema = map[string][]field{
 	},
 	"peer": {
 		{"name", func(c *Config, _ *Dataset, v string) error { return setName(&c.Peer.Name, v) }},
-		{"address", func(c *Config, _ *Dataset, v string) (err error) { c.Peer.Address, err = parseDialAddr(v); return }},
+		{"address", func(c *Config, _ *Dataset, v string) (err error) { c.Peer.Address, err = ParsePeerAddress(v); return }},
 		{"fingerprint", func(c *Config, _ *Dataset, v string) error {
 			if _, err := pki.ParseFingerprint(v); err != nil {
 				return err
@@ -134,7 +134,7 @@ func setName(dst *string, v string) error {
 	return nil
 }
 
-// Load reads and parses the config file at path.
+// Load reads and parses the config file at path (see Parse).
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -145,14 +145,13 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes and validates a config. filename names it in problems and
 // anchors its relative paths. The error, when not nil, is Problems listing
-// everything found.
+// everything found; the Config then holds what did decode (a refused value
+// keeps its default), for tools that report on a broken file, and must not
+// be acted on.
 func Parse(filename string, data []byte) (*Config, error) {
 	c, probs := decode(filename, data)
 	probs = append(probs, c.validate()...)
-	if err := probs.errOrNil(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return c, probs.errOrNil()
 }
 
 // Decode is Parse without Validate: every value is checked, but required
@@ -160,10 +159,7 @@ func Parse(filename string, data []byte) (*Config, error) {
 // that is not complete yet (flocker trust).
 func Decode(filename string, data []byte) (*Config, error) {
 	c, probs := decode(filename, data)
-	if err := probs.errOrNil(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return c, probs.errOrNil()
 }
 
 func decode(filename string, data []byte) (*Config, Problems) {

@@ -51,9 +51,9 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// sorted orders problems by line; those without a line (a missing section)
+// Sort orders problems by line; those without a line (a missing section)
 // come last, and equal lines keep the order they were found in.
-func (ps Problems) sorted() Problems {
+func (ps Problems) Sort() {
 	sort.SliceStable(ps, func(i, j int) bool {
 		li, lj := ps[i].Line, ps[j].Line
 		if li == 0 || lj == 0 {
@@ -61,7 +61,6 @@ func (ps Problems) sorted() Problems {
 		}
 		return li < lj
 	})
-	return ps
 }
 
 // errOrNil returns ps as an error, or nil when it is empty (a nil Problems
@@ -70,5 +69,6 @@ func (ps Problems) errOrNil() error {
 	if len(ps) == 0 {
 		return nil
 	}
-	return ps.sorted()
+	ps.Sort()
+	return ps
 }

@@ -52,9 +52,9 @@ func ParseAddrPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ip, uint16(p)), nil
 }
 
-// parseDialAddr is ParseAddrPort for an address flocker connects to, where
-// port 0 and the unspecified address mean nothing.
-func parseDialAddr(s string) (netip.AddrPort, error) {
+// ParsePeerAddress is ParseAddrPort for an address flocker connects to,
+// where port 0 and the unspecified address mean nothing.
+func ParsePeerAddress(s string) (netip.AddrPort, error) {
 	ap, err := ParseAddrPort(s)
 	if err != nil {
 		return ap, err

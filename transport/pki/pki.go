@@ -175,6 +175,16 @@ func LoadKeyPair(certPath, keyPath string) (tls.Certificate, string, error) {
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, Fingerprint(cert.Raw), nil
 }
 
+// ReadCertFingerprint returns the fingerprint of the certificate in the PEM
+// file at path.
+func ReadCertFingerprint(path string) (string, error) {
+	cert, err := readCert(path)
+	if err != nil {
+		return "", err
+	}
+	return Fingerprint(cert.Raw), nil
+}
+
 func readCert(path string) (*x509.Certificate, error) {
 	data, err := readFile(path)
 	if err != nil {

@@ -58,6 +58,12 @@ func TestGenerateWritesUsableCredentials(t *testing.T) {
 	if _, err := ParseFingerprint(fp); err != nil {
 		t.Fatalf("own fingerprint does not parse: %v", err)
 	}
+	if got, err := ReadCertFingerprint(certPath); err != nil || got != fp {
+		t.Fatalf("ReadCertFingerprint = %s, %v; want %s", got, err, fp)
+	}
+	if _, err := ReadCertFingerprint(keyPath); !errors.Is(err, ErrCertFile) {
+		t.Fatalf("ReadCertFingerprint(key file) = %v", err)
+	}
 	cert := pair.Leaf
 	if cert.Subject.CommonName != "alpha" {
 		t.Errorf("CN %q", cert.Subject.CommonName)
