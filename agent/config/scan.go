@@ -17,13 +17,12 @@ import (
 
 // block is one section as written.
 type block struct {
-	raw       string // between the brackets: the name ini.v1 gives it
-	name      string // canonical name used in messages and lookups
-	line      int
-	headerEnd int // offset just past the header line
-	end       int // offset just past the last key line (headerEnd if none)
-	dup       bool
-	keys      []*keyLine
+	raw  string // between the brackets: the name ini.v1 gives it
+	name string // canonical name used in messages and lookups
+	line int
+	end  int // offset just past the last key line, or the header if none
+	dup  bool
+	keys []*keyLine
 }
 
 // keyLine is one `key = value` line.
@@ -126,7 +125,7 @@ func scan(data []byte) *layout {
 				continue
 			}
 			broken = false
-			cur = &block{raw: raw, name: canonicalSection(raw), line: n, headerEnd: next, end: next}
+			cur = &block{raw: raw, name: canonicalSection(raw), line: n, end: next}
 			section = cur.name
 			if first := l.block(cur.name); first != nil {
 				cur.dup = true
