@@ -34,6 +34,7 @@ declare -A want=(
   [netcat-openbsd]=/usr/bin/nc.openbsd
   [arping]=/usr/sbin/arping
   [curl]=/usr/bin/curl
+  [openssl]=/usr/bin/openssl
 )
 missing=()
 for p in "${!want[@]}"; do [ -e "${want[$p]}" ] || missing+=("$p"); done
