@@ -61,7 +61,9 @@ type Config struct {
 	ListenAddr      string          // UDP host:port ([node] listen); port 0 picks one
 	Peer            string          // the peer's name ([peer] name)
 	PeerFingerprint string          // sha256:<hex> of the peer's certificate ([peer] fingerprint)
-	// LocalState reports this node's role and epoch for each Hello.
+	// LocalState reports this node's role and epoch for each Hello; it is
+	// called from dialing and accepting goroutines, so it must be safe for
+	// concurrent use.
 	LocalState func() (Role, uint64)
 	Logger     *slog.Logger
 

@@ -180,6 +180,9 @@ func TestHandshakeRefusals(t *testing.T) {
 			if refuser.Refused() == 0 {
 				t.Fatal("the refusing endpoint did not count the refusal")
 			}
+			if !he.Remote && !errors.Is(err, ErrPinMismatch) {
+				t.Fatalf("local refusal %v does not say the pin did not match", err)
+			}
 			if !strings.Contains(logs.String(), presented) {
 				t.Fatalf("refusal log does not name %s:\n%s", presented, logs)
 			}
