@@ -216,7 +216,9 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 // SendHeartbeat sends hb as a QUIC datagram when the connection negotiated
 // datagrams and hb fits in one, and on the control stream otherwise.
 // Datagrams are not retransmitted: a lost heartbeat is simply a missed one,
-// which is what a failure detector wants to see.
+// which is what a failure detector wants to see. On the control stream,
+// heartbeats queue behind other messages: a receiver that stops calling
+// Receive stalls them too, so the fallback needs Receive served promptly.
 func (c *Conn) SendHeartbeat(ctx context.Context, hb Heartbeat) error {
 	b, err := AppendFrame(nil, hb)
 	if err != nil {

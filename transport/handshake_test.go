@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/flockerha/flocker/internal/testutil"
 	"github.com/quic-go/quic-go"
 )
 
@@ -40,6 +42,18 @@ func TestHandshakePinnedBothWays(t *testing.T) {
 	if p.a.Refused() != 0 || p.b.Refused() != 0 {
 		t.Fatalf("refused counters %d/%d", p.a.Refused(), p.b.Refused())
 	}
+}
+
+func TestHandshakeIPv6Loopback(t *testing.T) {
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	testutil.RequireNoError(t, "IPv6 loopback", err)
+	c.Close()
+	p := newPair(t, func(a, b *Config) { a.ListenAddr, b.ListenAddr = "[::1]:0", "[::1]:0" })
+	ab, ba := connect(t, p.a, p.b)
+	if ip := ab.RemoteAddr().(*net.UDPAddr).IP; !ip.Equal(net.IPv6loopback) {
+		t.Fatalf("connected to %v", ip)
+	}
+	roundTrip(t, ab, ba, "over_ipv6")
 }
 
 // rawDial is a QUIC client outside the Endpoint, for peers that break the

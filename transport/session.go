@@ -22,7 +22,10 @@ type SessionConfig struct {
 }
 
 // StateChange reports the live connection going up, being replaced, or
-// going down.
+// going down. An Up while a connection is live replaces it (use the new
+// Conn). When both nodes dial at once, the connection a node adopted first
+// may be closed by the peer (a Down with a remote CloseSuperseded) a moment
+// before the winning one arrives as the next Up.
 type StateChange struct {
 	Up     bool
 	Conn   *Conn // the live connection when Up; the one that went down otherwise
