@@ -143,7 +143,7 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 			name = "after hello/" + tc.name
 		}
 		t.Run(name, func(t *testing.T) {
-			p := newPair(t, func(a, b *Config) { b.HelloTimeout = 500 * time.Millisecond })
+			p := newPair(t, func(a, b *Config) { b.HelloTimeout = time.Second })
 			// A good connection exists before the bad peer comes.
 			good, goodB := connect(t, p.a, p.b)
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,6 +47,8 @@ type Session struct {
 	wg     sync.WaitGroup
 	cands  chan candidate
 	dialed chan dialResult
+
+	dialInFlight atomic.Bool // mirrors run's dialing, for tests
 
 	mu      sync.Mutex
 	cur     *Conn
@@ -183,6 +186,12 @@ func (s *Session) offer(ctx context.Context, cand candidate) {
 
 // run owns the live connection: it adopts candidates, notices the
 // connection dying, and dials with backoff while there is none.
+//
+// A connection is adopted as soon as its Hello is done, even while this
+// node's own dial is in flight. Holding it until the dial resolves would
+// spare the rare crossing connect one replacement, but a dial to a peer
+// that was down can take a retransmission timeout or more to resolve, and
+// reconnecting after a restart is what failover waits on.
 func (s *Session) run(ctx context.Context) {
 	defer s.wg.Done()
 	log := s.ep.log.With("peer", s.cfg.Peer, "peer_addr", s.cfg.PeerAddr)
@@ -254,6 +263,7 @@ func (s *Session) run(ctx context.Context) {
 				continue
 			}
 			dialing = true
+			s.dialInFlight.Store(true)
 			dialWG.Go(func() {
 				dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 				defer cancel()
@@ -268,6 +278,7 @@ func (s *Session) run(ctx context.Context) {
 			})
 		case res := <-s.dialed:
 			dialing = false
+			s.dialInFlight.Store(false)
 			if res.err == nil {
 				adopt(candidate{res.c, "dialed"})
 				continue
