@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flockerha/flocker/transport/pki"
 	"github.com/quic-go/quic-go"
 )
 
@@ -91,11 +92,9 @@ func (c *Config) check() error {
 	if len(c.Cert.Certificate) == 0 || c.Cert.PrivateKey == nil {
 		return errors.New("transport config: certificate and key missing")
 	}
-	fp, err := parseFingerprint(c.PeerFingerprint)
-	if err != nil {
+	if _, err := pki.ParseFingerprint(c.PeerFingerprint); err != nil {
 		return fmt.Errorf("transport config: peer %w", err)
 	}
-	c.PeerFingerprint = fp
 	if c.LocalState == nil {
 		return errors.New("transport config: LocalState missing")
 	}

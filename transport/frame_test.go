@@ -227,15 +227,3 @@ func TestUnknownJSONFieldsIgnored(t *testing.T) {
 		t.Fatalf("got %#v", a)
 	}
 }
-
-func TestParseFingerprint(t *testing.T) {
-	hex64 := strings.Repeat("ab", 32)
-	if got, err := parseFingerprint("SHA256:" + strings.ToUpper(hex64)); err != nil || got != "sha256:"+hex64 {
-		t.Fatalf("got %q, %v", got, err)
-	}
-	for _, bad := range []string{"", hex64, "sha256:" + hex64[:62], "sha256:" + hex64 + "00", "sha1:" + hex64, "sha256:" + strings.Repeat("zz", 32)} {
-		if _, err := parseFingerprint(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flockerha/flocker/internal/testutil"
+	"github.com/flockerha/flocker/transport/pki"
 	"github.com/quic-go/quic-go"
 )
 
@@ -34,7 +35,7 @@ func TestHandshakePinnedBothWays(t *testing.T) {
 			t.Fatal("datagrams not negotiated")
 		}
 	}
-	if fp := fingerprint(ab.qc.ConnectionState().TLS.PeerCertificates[0].Raw); fp != p.beta.fp {
+	if fp := pki.Fingerprint(ab.qc.ConnectionState().TLS.PeerCertificates[0].Raw); fp != p.beta.fp {
 		t.Fatalf("alpha talked to %s, pinned %s", fp, p.beta.fp)
 	}
 	roundTrip(t, ab, ba, "to_beta")

@@ -3,18 +3,15 @@ package transport
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"log/slog"
-	"math/big"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flockerha/flocker/transport/pki"
 )
 
 // identity is a node's name and in-memory ed25519 self-signed certificate.
@@ -24,25 +21,18 @@ type identity struct {
 	fp   string
 }
 
+// newIdentity makes real node credentials with pki, as flocker init does.
 func newIdentity(t testing.TB, name string) identity {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	creds, err := pki.Generate(name, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "flocker " + name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	cert, err := tls.X509KeyPair(creds.CertPEM, creds.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return identity{name: name, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, fp: fingerprint(der)}
+	return identity{name: name, cert: cert, fp: creds.Fingerprint}
 }
 
 // logSink sends log lines to t.Log and keeps them for assertions. Lines

@@ -1,43 +1,21 @@
 package transport
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
-	"strings"
 	"sync/atomic"
+
+	"github.com/flockerha/flocker/transport/pki"
 )
 
 // ALPN is the only application protocol a flocker endpoint speaks.
 const ALPN = "flocker/1"
-
-const fingerprintPrefix = "sha256:"
-
-// fingerprint is sha256:<hex> of a certificate's DER, the form pinned in
-// [peer] fingerprint. TODO(dedup): use pki.Fingerprint once transport/pki lands.
-func fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return fingerprintPrefix + hex.EncodeToString(sum[:])
-}
-
-// parseFingerprint checks a pinned fingerprint and returns it lower-cased.
-func parseFingerprint(s string) (string, error) {
-	hexPart, ok := strings.CutPrefix(strings.ToLower(s), fingerprintPrefix)
-	if !ok {
-		return "", fmt.Errorf("fingerprint %.80q: want %s followed by 64 hex digits", s, fingerprintPrefix)
-	}
-	if b, err := hex.DecodeString(hexPart); err != nil || len(b) != sha256.Size {
-		return "", fmt.Errorf("fingerprint %.80q: want %s followed by 64 hex digits", s, fingerprintPrefix)
-	}
-	return fingerprintPrefix + hexPart, nil
-}
 
 // ErrPinMismatch is a peer certificate other than the pinned one, or none.
 var ErrPinMismatch = errors.New("peer certificate does not match the pinned fingerprint")
@@ -61,7 +39,7 @@ func (p *pinning) verify(side string, remote net.Addr) func([][]byte, [][]*x509.
 			p.refuse(side, remote, "none", "no certificate presented")
 			return fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
 		}
-		got := fingerprint(raw[0])
+		got := pki.Fingerprint(raw[0])
 		if subtle.ConstantTimeCompare([]byte(got), []byte(p.want)) != 1 {
 			p.refuse(side, remote, got, "certificate not pinned")
 			return fmt.Errorf("%w: presented %s", ErrPinMismatch, got)
