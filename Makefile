@@ -50,7 +50,7 @@ lint: ## gofmt, go vet and staticcheck (run through go tool: nothing global)
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-vm-images: ## build (or reuse) the qemu guest images: Debian 6.1 kernel + OpenZFS 2.3 + flocker
+vm-images: setup ## build (or reuse) the qemu guest images: Debian 6.1 kernel + OpenZFS 2.3 + flocker
 	test/vm/build-images.sh
 
 demo: setup build ## the main job: two flocker hosts on this machine (root)

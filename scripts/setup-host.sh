@@ -26,6 +26,7 @@ declare -A want=(
   [e2fsprogs]=/usr/sbin/mkfs.ext4
   [lz4]=/usr/bin/lz4
   [dwarves]=/usr/bin/pahole
+  [binutils]=/usr/bin/objcopy
   [file]=/usr/bin/file
   [bc]=/usr/bin/bc
   [make]=/usr/bin/make
