@@ -21,8 +21,8 @@
 # tests with, so worktrees sharing $FLOCKER_VM_DIR never test each other's
 # binary. Only the most recently used entries of each stage are kept.
 #
-# Measured on the 2-core dev VM: from scratch ~4 min (zfs configure + make
-# ~3 min of it); ~3 s when nothing changed (mostly `go build`).
+# Measured on the 2-core dev VM, shared and busy: 4 min from scratch (zfs
+# configure + make 3.7 min of it); 1.5 s when nothing changed.
 #
 # Environment: FLOCKER_VM_DIR (default /var/tmp/flocker-vm),
 #   FLOCKER_VM_KVER (default 6.1.0-56-cloud-amd64),
