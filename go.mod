@@ -3,6 +3,7 @@ module github.com/flockerha/flocker
 go 1.26.0
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/quic-go/quic-go v0.65.0
 	golang.org/x/sys v0.49.0
 	gopkg.in/ini.v1 v1.67.3
@@ -10,7 +11,6 @@ require (
 
 require (
 	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/cilium/ebpf v0.22.0 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp/typeparams v0.0.0-20260209203927-2842357ff358 // indirect
 	golang.org/x/mod v0.41.0 // indirect
