@@ -54,9 +54,17 @@ func zfsFusePool(t *testing.T, cli *snapshot.CLI) (name, mountpoint string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := cli.Zpool(ctx, "destroy", "-f", name); err != nil {
-			t.Errorf("destroying pool %s: %v", name, err)
+		// Never `destroy -f` on zfs-fuse: forcing the unmount while any file
+		// is open leaves the daemon looping forever in its unmount callback,
+		// and every mount it serves hangs. A plain destroy refuses a busy pool.
+		var err error
+		for ctx.Err() == nil {
+			if _, err = cli.Zpool(ctx, "destroy", name); err == nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
+		t.Errorf("destroying pool %s: %v", name, err)
 	})
 	return name, mountpoint
 }
