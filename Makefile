@@ -25,7 +25,7 @@ setup: ## prepare this host (root): Debian packages, zfs-fuse, tracefs, bpffs
 build: ## build bin/flocker (static, no cgo, no clang needed)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/flocker
 
-test: setup lint build vm-images test-go ## everything CI runs (root; CI=true turns skips into failures)
+test: setup generate-check lint build vm-images test-go ## everything CI runs (root; CI=true turns skips into failures)
 
 test-go:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
