@@ -1,0 +1,13 @@
+package rig
+
+// Test hooks for the external tests in package rig_test.
+
+// ErrInjected is the error a build step fails with under WithFailAt.
+var ErrInjected = errInjected
+
+// WithFailAt makes NewNetwork fail right after the named build step
+// ("switch", "host-a", "host-b", "host-c").
+func WithFailAt(o NetworkOptions, step string) NetworkOptions {
+	o.failAt = step
+	return o
+}
