@@ -113,8 +113,10 @@ func (o *owner) release(cleaned bool) error {
 
 // SweepOptions configures Sweep.
 type SweepOptions struct {
-	RunDir string       // default DefaultRunDir
-	Logger *slog.Logger // default: discard
+	RunDir string // default DefaultRunDir
+	// BusyWait is how long a busy pool is retried. Default 10 s.
+	BusyWait time.Duration
+	Logger   *slog.Logger // default: discard
 }
 
 // staleTmpAge is how old an unpublished owner file must be before Sweep
@@ -130,6 +132,10 @@ const staleTmpAge = time.Minute
 func Sweep(ctx context.Context, opts SweepOptions) error {
 	runDir := runDirOr(opts.RunDir)
 	log := loggerOr(opts.Logger)
+	wait := opts.BusyWait
+	if wait == 0 {
+		wait = sweepDestroyWait
+	}
 	dir := ownersDir(runDir)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -176,7 +182,10 @@ func Sweep(ctx context.Context, opts SweepOptions) error {
 		if r.rec.Pool == "" {
 			continue
 		}
-		if err := destroyPool(ctx, r.rec.Pool, sweepDestroyWait, log); err != nil {
+		if err := destroyPool(ctx, r.rec.Pool, wait, log); err != nil {
+			if h := holders(r.rec.PoolDir, filepath.Join(r.rec.PoolDir, vdevFile)); len(h) > 0 {
+				err = fmt.Errorf("%w (files held by %s)", err, strings.Join(h, ", "))
+			}
 			r.errs = append(r.errs, err)
 		} else if err := removePoolDir(r.rec.PoolDir); err != nil {
 			r.errs = append(r.errs, err)

@@ -21,14 +21,16 @@ const (
 	MinPoolSize     = 64 << 20
 )
 
+// vdevFile is the name of the sparse vdev file in a pool's directory.
+const vdevFile = "vdev.img"
+
 // PoolOptions configures CreatePool.
 type PoolOptions struct {
 	Size   int64  // bytes of the sparse vdev file; default DefaultPoolSize
 	Dir    string // parent of the pool's own directory; default os.TempDir()
 	RunDir string // owner records; default DefaultRunDir
 	// BusyWait is how long Close retries a pool that is busy (files open
-	// in it) before it gives up and reports the holders. Default 15 s: long
-	// enough for processes killed just before to let go of their files.
+	// in it) before it gives up and reports the holders. Default 30 s.
 	BusyWait time.Duration
 	Logger   *slog.Logger
 }
@@ -78,7 +80,7 @@ func CreatePool(ctx context.Context, opts PoolOptions) (_ *Pool, err error) {
 	p := &Pool{
 		Name:       namePrefix + id,
 		Dir:        dir,
-		Vdev:       filepath.Join(dir, "vdev.img"),
+		Vdev:       filepath.Join(dir, vdevFile),
 		Mountpoint: filepath.Join(dir, "mnt"),
 		log:        log,
 		busyWait:   opts.BusyWait,
@@ -253,6 +255,9 @@ func unescapeMount(s string) string {
 // reads /proc links, never stats the files (a stat on a hung FUSE mount would
 // hang).
 func holders(dir, skip string) []string {
+	if dir == "" {
+		return nil
+	}
 	var out []string
 	for _, pid := range allPIDs() {
 		if holds(pid, dir, skip) {

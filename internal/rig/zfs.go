@@ -65,12 +65,14 @@ func poolExists(ctx context.Context, name string) (bool, error) {
 	return false, nil
 }
 
-// How long teardown retries a busy pool by default: long enough for killed
-// processes to let go of their files, short enough to report a real leak
-// promptly.
+// How long teardown retries a busy pool by default. A file closed (or its
+// process killed) just before keeps the pool busy until zfs-fuse has handled
+// the release, which took several seconds on a loaded 2-core machine. Sweep,
+// which runs inside every constructor, waits less: a pool something else
+// keeps busy for good would otherwise slow every rig start.
 const (
-	closeDestroyWait = 15 * time.Second
-	sweepDestroyWait = 5 * time.Second
+	closeDestroyWait = 30 * time.Second
+	sweepDestroyWait = 10 * time.Second
 )
 
 // destroyPool runs `zpool destroy` until it succeeds, the pool is gone, or

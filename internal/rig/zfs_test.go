@@ -174,7 +174,7 @@ func TestPoolCloseWhileBusy(t *testing.T) {
 		}
 		f.Close()
 		// The record stayed and nobody holds it any more: Sweep finishes.
-		if err := rig.Sweep(ctx, rig.SweepOptions{RunDir: runDir, Logger: rigtest.Logger(t)}); err != nil {
+		if err := rig.Sweep(ctx, rig.SweepOptions{RunDir: runDir, BusyWait: time.Minute, Logger: rigtest.Logger(t)}); err != nil {
 			t.Fatalf("Sweep: %v", err)
 		}
 		if hasPool(t, p.Name) || exists(p.Dir) {
