@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/flockerha/flocker/internal/rig"
 	"github.com/flockerha/flocker/internal/rig/rigtest"
+	"github.com/flockerha/flocker/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -222,6 +224,13 @@ func TestHostInterfaces(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v", h, err)
 		}
+	}
+	// Operators inspect a rig the iproute2 way.
+	_, err := exec.LookPath("ip")
+	testutil.RequireNoError(t, "ip (iproute2)", err)
+	out, err := exec.Command("ip", "netns", "exec", n.B.NS.Name, "ip", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " 192.0.2.2/24 ") || !strings.Contains(string(out), " 2001:db8::2/64 ") {
+		t.Errorf("ip netns exec %s ip addr: %v\n%s", n.B.NS.Name, err, out)
 	}
 	if n.VIP4.Addr() != netip.MustParseAddr("192.0.2.100") || !rig.Subnet4.Contains(n.VIP4.Addr()) || !rig.Subnet6.Contains(n.VIP6.Addr()) {
 		t.Errorf("VIPs %s %s not in %s %s", n.VIP4, n.VIP6, rig.Subnet4, rig.Subnet6)

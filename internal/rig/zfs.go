@@ -205,16 +205,23 @@ func (z *ZFS) start(ctx context.Context, timeout time.Duration) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("starting zfs-fuse (log %s): %w", logFile.Name(), err)
 	}
+	// The pid file is written right after the fork; give it the same time.
+	var pid int
+	deadline := time.Now().Add(timeout)
+	for {
+		data, _ := os.ReadFile(pidFile)
+		if pid, _ = strconv.Atoi(strings.TrimSpace(string(data))); pid > 0 && processName(pid) == "zfs-fuse" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("zfs-fuse started but %s names no zfs-fuse process (log %s)", pidFile, logFile.Name())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err := waitAnswers(ctx, timeout); err != nil {
-		return fmt.Errorf("started zfs-fuse does not answer (log %s): %w", logFile.Name(), err)
-	}
-	data, err := os.ReadFile(pidFile)
-	if err != nil {
-		return fmt.Errorf("zfs-fuse started but its pid is unknown: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || processName(pid) != "zfs-fuse" {
-		return fmt.Errorf("zfs-fuse started but pid file %s holds %q, not a zfs-fuse pid", pidFile, data)
+		// Ours, and useless: stop it rather than leave it to the next user.
+		return errors.Join(fmt.Errorf("started zfs-fuse does not answer (log %s): %w", logFile.Name(), err),
+			stopProcess(pid, "zfs-fuse", 15*time.Second))
 	}
 	z.started, z.pid = true, pid
 	z.log.Info("started zfs-fuse", "pid", pid)
