@@ -54,7 +54,7 @@ vm-images: setup ## build (or reuse) the qemu guest images: Debian 6.1 kernel + 
 	test/vm/build-images.sh
 
 demo: setup build ## the main job: two flocker hosts on this machine (root)
-	scripts/demo.sh
+	$(GO) run ./test/demo -flocker $(BIN)
 
 bench: setup build ## benchmarks (Go benchmarks; see README for the figures)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...

@@ -50,13 +50,18 @@ fi
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "setup-host: Go not found (expected /usr/local/go)" >&2; exit 1; }
 
 # zfs-fuse: one daemon serves every pool on the host, from any network namespace.
-if ! pgrep -x zfs-fuse >/dev/null; then
+# Ask the daemon itself (its socket), not pgrep: a zfs-fuse in another mount
+# namespace (a test's private one) matches a name search but serves nobody here.
+if ! zpool list >/dev/null 2>&1; then
+  pidfile=/run/zfs-fuse.pid
+  # zfs-fuse refuses to start over a pid file whose process is gone.
+  if [ -e "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then rm -f "$pidfile"; fi
   echo "setup-host: starting zfs-fuse"
-  zfs-fuse --pidfile /run/zfs-fuse.pid
+  zfs-fuse --pidfile "$pidfile"
+  for _ in $(seq 100); do zpool list >/dev/null 2>&1 && break; sleep 0.1; done
 fi
-for _ in $(seq 50); do zpool list >/dev/null 2>&1 && break; sleep 0.1; done
 zpool list >/dev/null 2>&1 || { echo "setup-host: zfs-fuse does not answer" >&2; exit 1; }
 
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-echo "setup-host: ready (zfs-fuse pid $(pgrep -x zfs-fuse | head -1), tracefs and bpffs mounted)"
+echo "setup-host: ready (zfs-fuse answers, tracefs and bpffs mounted)"
