@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/flockerha/flocker/internal/logging"
+	"github.com/flockerha/flocker/internal/testutil"
+)
+
+// TestDemo runs `make demo`'s driver end to end with a freshly built binary.
+func TestDemo(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := filepath.Join(t.TempDir(), "flocker")
+	build := exec.Command("go", "build", "-o", bin, "github.com/flockerha/flocker/cmd/flocker")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building flocker: %v\n%s", err, out)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), &out, bin, logging.Discard()); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	t.Log(got)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`alpha \(master\) key, certificate and config in `),
+		regexp.MustCompile(`beta  \(slave\) key, certificate and config in `),
+		regexp.MustCompile(`fingerprint sha256:[0-9a-f]{64}`),
+		regexp.MustCompile(`flocker check on alpha:\n    .*alpha`),
+		regexp.MustCompile(`ZFS zfs-fuse`),
+		regexp.MustCompile(`tier tracepoint +available`),
+		regexp.MustCompile(`tier timer +available`),
+		regexp.MustCompile(`not built yet`),
+		regexp.MustCompile(`cleaned up`),
+	} {
+		if !want.MatchString(got) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if strings.Count(got, "fingerprint sha256:") != 2 {
+		t.Errorf("want one fingerprint per host")
+	}
+}
