@@ -25,4 +25,20 @@
 //     (hooks.go: the dataset's start/stop/check shell commands), HealthCounter
 //     (health.go), Pinger and ProbeTCP (probe.go: witness reachability, "is
 //     the peer's host up", "does the service still answer on the VIP").
+//
+// Wiring, in the agent's event loop (one goroutine owns the detectors and
+// the State):
+//
+//   - each received transport.Heartbeat: peer.Observe(hb, clock.Now()), then
+//     Step(PeerHeard{Role, Epoch, PeerFacts(hb, ourNewestGUIDs)});
+//   - a timer armed at peer.NextChange (and witness.NextChange): on a change
+//     to Suspect, Step(PeerSuspect{}); while Dead, every probe period,
+//     Step(PeerDead{Probes.Gather(ctx)}); on a witness verdict change,
+//     Step(WitnessVerdict{v.Liveness}) (RunWitness feeds witness replies);
+//   - RunHealthChecks per dataset while serving; a Tripped report sends
+//     HealthFailed; operator commands and the peer's handoff offer map to
+//     their events one to one;
+//   - every Decision: log its Note, then Executor.Run(Effects); a Report
+//     with Remaining is retried later with Run(Remaining) (HandoffAborted
+//     when a handoff's effects fail).
 package failover
