@@ -128,3 +128,99 @@ func validChar(c rune) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
 		c == '_' || c == '-' || c == '.' || c == ':'
 }
+
+// ValidateBookmark checks a full bookmark name, DATASET#NAME. The part after
+// '#' follows the rules of a snapshot's short name.
+func ValidateBookmark(name string) error {
+	fail := func(reason string) error { return &NameError{Kind: "bookmark", Name: name, Reason: reason} }
+	if len(name) > MaxNameLen {
+		return fail(fmt.Sprintf("%d bytes, longer than the %d ZFS allows", len(name), MaxNameLen))
+	}
+	ds, mark, ok := strings.Cut(name, "#")
+	if !ok {
+		return fail("missing '#' between dataset and bookmark name")
+	}
+	if reason := datasetReason(ds); reason != "" {
+		return fail("dataset part: " + reason)
+	}
+	if reason := snapshotNameReason(mark); reason != "" {
+		return fail("bookmark part: " + strings.Replace(reason, "'@' delimiter", "'#' delimiter", 1))
+	}
+	return nil
+}
+
+// maxTagLen is the longest hold tag ZFS accepts (MAXNAMELEN less the NUL).
+const maxTagLen = 255
+
+// ValidateHoldTag checks a `zfs hold` tag. ZFS accepts almost any string;
+// flocker keeps to the characters of a name component, so a tag can never
+// read as an option or carry shell or output syntax.
+func ValidateHoldTag(tag string) error {
+	if len(tag) > maxTagLen {
+		return &NameError{Kind: "hold tag", Name: tag, Reason: fmt.Sprintf("%d bytes, longer than the %d ZFS allows", len(tag), maxTagLen)}
+	}
+	if reason := componentReason(tag); reason != "" {
+		return &NameError{Kind: "hold tag", Name: tag, Reason: reason}
+	}
+	return nil
+}
+
+// Property limits: ZAP_MAXNAMELEN for a user property's name, ZAP_MAXVALUELEN
+// (8 KiB) for a user property's value.
+const (
+	maxPropNameLen  = 255
+	maxPropValueLen = 8191
+)
+
+// ValidatePropertyName checks a native property ("readonly") or a user
+// property ("flocker:epoch": lowercase letters, digits and -_.: with a colon).
+func ValidatePropertyName(prop string) error {
+	fail := func(reason string) error { return &NameError{Kind: "property", Name: prop, Reason: reason} }
+	switch {
+	case prop == "":
+		return fail("empty")
+	case len(prop) > maxPropNameLen:
+		return fail(fmt.Sprintf("%d bytes, longer than the %d ZFS allows", len(prop), maxPropNameLen))
+	case !('a' <= prop[0] && prop[0] <= 'z'):
+		return fail("must begin with a lowercase letter")
+	}
+	for _, r := range prop {
+		if !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '_' || r == '-' || r == '.' || r == ':') {
+			return fail(fmt.Sprintf("character %q not allowed (only lowercase letters, digits and _-.:)", r))
+		}
+	}
+	return nil
+}
+
+// ValidatePropertyValue checks a value for `zfs set`/`create -o`: printable
+// text without tabs or newlines, which would break the tab-separated output
+// the adapter parses.
+func ValidatePropertyValue(prop, value string) error {
+	if len(value) > maxPropValueLen {
+		return &NameError{Kind: "property value", Name: prop + "=" + value[:32] + "...", Reason: fmt.Sprintf("%d bytes, longer than the %d ZFS allows", len(value), maxPropValueLen)}
+	}
+	for _, r := range value {
+		if r < ' ' || r == 0x7f {
+			return &NameError{Kind: "property value", Name: prop + "=" + value, Reason: fmt.Sprintf("control character %q not allowed", r)}
+		}
+	}
+	return nil
+}
+
+// ValidateResumeToken checks a receive_resume_token before it is passed to
+// `zfs send -t`: OpenZFS writes "1-" followed by hex fields joined by '-'.
+func ValidateResumeToken(token string) error {
+	fail := func(reason string) error { return &NameError{Kind: "resume token", Name: token, Reason: reason} }
+	if token == "" || token == "-" {
+		return fail("empty")
+	}
+	if token[0] < '0' || token[0] > '9' {
+		return fail("must begin with a digit (the token version)")
+	}
+	for _, r := range token {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F' || r == '-') {
+			return fail(fmt.Sprintf("character %q not allowed (only hex digits and '-')", r))
+		}
+	}
+	return nil
+}

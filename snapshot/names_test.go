@@ -106,3 +106,94 @@ func checkNameErr(t *testing.T, fn, name string, err error, want string) {
 		t.Errorf("%s(%q): error %T does not carry the name", fn, name, err)
 	}
 }
+
+func TestValidateBookmark(t *testing.T) {
+	cases := []struct {
+		name string
+		err  string
+	}{
+		{"tank/app#flocker-base", ""},
+		{"tank/app", `invalid ZFS bookmark "tank/app": missing '#' between dataset and bookmark name`},
+		{"tank/app#", `invalid ZFS bookmark "tank/app#": bookmark part: empty component`},
+		{"tank/app#-x", `invalid ZFS bookmark "tank/app#-x": bookmark part: leading '-' (would read as a command-line option)`},
+		{"tank/a b#m", `invalid ZFS bookmark "tank/a b#m": dataset part: component 2 ("a b"): character ' ' not allowed (only letters, digits and _-.:)`},
+		{"tank/app#a#b", `invalid ZFS bookmark "tank/app#a#b": bookmark part: '#' not allowed after the '#' delimiter`},
+	}
+	for _, c := range cases {
+		checkNameErr(t, "ValidateBookmark", c.name, ValidateBookmark(c.name), c.err)
+	}
+}
+
+func TestValidateHoldTagAndProperties(t *testing.T) {
+	for _, c := range []struct {
+		fn, in string
+		err    error
+		want   string
+	}{
+		{"tag", "flocker", ValidateHoldTag("flocker"), ""},
+		{"tag", "-r", ValidateHoldTag("-r"), `invalid ZFS hold tag "-r": leading '-' (would read as a command-line option)`},
+		{"tag", "a b", ValidateHoldTag("a b"), `invalid ZFS hold tag "a b": character ' ' not allowed (only letters, digits and _-.:)`},
+		{"prop", "flocker:epoch", ValidatePropertyName("flocker:epoch"), ""},
+		{"prop", "readonly", ValidatePropertyName("readonly"), ""},
+		{"prop", "-o", ValidatePropertyName("-o"), `invalid ZFS property "-o": must begin with a lowercase letter`},
+		{"prop", "Readonly", ValidatePropertyName("Readonly"), `invalid ZFS property "Readonly": must begin with a lowercase letter`},
+		{"prop", "a=b", ValidatePropertyName("a=b"), `invalid ZFS property "a=b": character '=' not allowed (only lowercase letters, digits and _-.:)`},
+		{"prop", "", ValidatePropertyName(""), `invalid ZFS property "": empty`},
+		{"value", "a:b=/srv/my data", ValidatePropertyValue("a:b", "/srv/my data"), ""},
+		{"value", "a:b=x\ny", ValidatePropertyValue("a:b", "x\ny"), `invalid ZFS property value "a:b=x\ny": control character '\n' not allowed`},
+		{"value", "a:b=x\ty", ValidatePropertyValue("a:b", "x\ty"), `invalid ZFS property value "a:b=x\ty": control character '\t' not allowed`},
+		{"token", "1-b07f2ccfc-b8-789c63", ValidateResumeToken("1-b07f2ccfc-b8-789c63"), ""},
+		{"token", "-", ValidateResumeToken("-"), `invalid ZFS resume token "-": empty`},
+		{"token", "-t", ValidateResumeToken("-t"), `invalid ZFS resume token "-t": must begin with a digit (the token version)`},
+		{"token", "1-ab;cd", ValidateResumeToken("1-ab;cd"), `invalid ZFS resume token "1-ab;cd": character ';' not allowed (only hex digits and '-')`},
+	} {
+		got := ""
+		if c.err != nil {
+			got = c.err.Error()
+		}
+		if got != c.want {
+			t.Errorf("%s %q:\n got %s\nwant %s", c.fn, c.in, got, c.want)
+		}
+	}
+	long := strings.Repeat("v", maxPropValueLen+1)
+	if err := ValidatePropertyValue("a:b", long); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("an oversized value: %v", err)
+	}
+}
+
+// FuzzValidateNames: whatever passes validation is safe to put in an
+// argument list: no option syntax, nothing outside the allowed characters,
+// within ZFS's length limit.
+func FuzzValidateNames(f *testing.F) {
+	for _, s := range []string{"tank/app", "tank/app@flocker-1-2", "tank/app#b", "-R", "tank/-x", "tank/a;b", "tank/$(id)@s", "tank/a b", "tank/app@", "@s", "tank//a", "tank/./a", "mirror/x", "1tank"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		for kind, check := range map[string]func(string) error{
+			"dataset": ValidateDataset, "snapshot": ValidateSnapshot, "bookmark": ValidateBookmark,
+			"snapshot name": ValidateSnapshotName, "hold tag": ValidateHoldTag,
+		} {
+			err := check(name)
+			if err != nil {
+				var ne *NameError
+				if !errors.As(err, &ne) || ne.Name != name {
+					t.Fatalf("%s %q: error without the name: %v", kind, name, err)
+				}
+				continue
+			}
+			if name == "" || len(name) > MaxNameLen || name[0] == '-' {
+				t.Fatalf("%s %q accepted", kind, name)
+			}
+			for _, part := range strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '@' || r == '#' }) {
+				if part == "" || part[0] == '-' || part == "." || part == ".." {
+					t.Fatalf("%s %q accepted with part %q", kind, name, part)
+				}
+			}
+			for _, r := range name {
+				if !validChar(r) && r != '/' && r != '@' && r != '#' {
+					t.Fatalf("%s %q accepted with %q", kind, name, r)
+				}
+			}
+		}
+	})
+}
