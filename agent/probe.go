@@ -215,15 +215,8 @@ func (r ProbeReport) WriteText(w io.Writer) error {
 		return flushTrimmed(w, tw, &buf)
 	}
 	row("FEATURE", "AVAILABLE")
-	f := z.Features
-	for _, x := range []struct {
-		name string
-		ok   bool
-	}{
-		{"list_p", f.ListParsable}, {"bookmarks", f.Bookmarks}, {"resumable_receive", f.ResumableReceive},
-		{"holds", f.Holds}, {"written_property", f.WrittenProperty}, {"send_dryrun_parsable", f.SendDryRunParsable},
-	} {
-		row(x.name, yesNo(x.ok))
+	for _, x := range z.Features.Flags() {
+		row(x.Name, yesNo(x.Available))
 	}
 	return flushTrimmed(w, tw, &buf)
 }

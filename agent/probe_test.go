@@ -116,6 +116,14 @@ type jsonReport struct {
 			Holds              *bool `json:"holds"`
 			WrittenProperty    *bool `json:"written_property"`
 			SendDryRunParsable *bool `json:"send_dryrun_parsable"`
+			HoldsList          *bool `json:"holds_list"`
+			MultiSnapshot      *bool `json:"snapshot_multi"`
+			DestroyList        *bool `json:"destroy_snapshot_list"`
+			SetMultiple        *bool `json:"set_multi"`
+			ReceiveO           *bool `json:"receive_o"`
+			ReceiveU           *bool `json:"receive_u"`
+			SendC              *bool `json:"send_c"`
+			SendL              *bool `json:"send_L"`
 		} `json:"features"`
 		Reason *string `json:"reason"`
 	} `json:"zfs"`
@@ -158,7 +166,8 @@ func decodeProbeJSON(t *testing.T, b []byte, withMountpoint bool) jsonReport {
 		t.Fatalf("zfs section incomplete")
 	}
 	f := z.Features
-	if f.ListP == nil || f.Bookmarks == nil || f.ResumableReceive == nil || f.Holds == nil || f.WrittenProperty == nil || f.SendDryRunParsable == nil {
+	if f.ListP == nil || f.Bookmarks == nil || f.ResumableReceive == nil || f.Holds == nil || f.WrittenProperty == nil || f.SendDryRunParsable == nil ||
+		f.HoldsList == nil || f.MultiSnapshot == nil || f.DestroyList == nil || f.SetMultiple == nil || f.ReceiveO == nil || f.ReceiveU == nil || f.SendC == nil || f.SendL == nil {
 		t.Errorf("zfs.features incomplete: %+v", f)
 	}
 	return r
@@ -166,7 +175,7 @@ func decodeProbeJSON(t *testing.T, b []byte, withMountpoint bool) jsonReport {
 
 // The whole probe on this host, against its measured facts
 // (/work/shared/notes/machine.md): tp_btf yes, fentry and kprobe no with the
-// kernel's reason, zfs-fuse with holds only.
+// kernel's reason, zfs-fuse with holds and receive -u only.
 func TestProbeOnThisHost(t *testing.T) {
 	testutil.RequireRoot(t)
 	cli := snapshot.NewCLI("", "", testLog(t))
@@ -200,7 +209,7 @@ func TestProbeOnThisHost(t *testing.T) {
 	if !tiers["tracepoint"].Available || !tiers["timer"].Available {
 		t.Errorf("tracepoint and timer tiers should be available: %+v", r.Tiers)
 	}
-	wantZFS := ZFSSection{Dialect: snapshot.DialectZFSFuse, Version: "pool version 23", Features: snapshot.Features{Holds: true}}
+	wantZFS := ZFSSection{Dialect: snapshot.DialectZFSFuse, Version: "pool version 23", Features: snapshot.Features{Holds: true, ReceiveNoMount: true}}
 	if r.ZFS != wantZFS {
 		t.Errorf("zfs %+v, want %+v", r.ZFS, wantZFS)
 	}

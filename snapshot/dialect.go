@@ -28,7 +28,9 @@ type Dialect struct {
 }
 
 // Features says which tool options and properties flocker may use. Each was
-// read from the tool's own usage text or property list.
+// read from the tool's own usage text or property list, except HoldsList and
+// (where the usage does not list it) ReceiveNoMount, which only asking the
+// tool reveals (see Detect).
 type Features struct {
 	ListParsable       bool `json:"list_p"`               // zfs list -p
 	Bookmarks          bool `json:"bookmarks"`            // zfs bookmark
@@ -36,6 +38,55 @@ type Features struct {
 	Holds              bool `json:"holds"`                // zfs hold/holds/release
 	WrittenProperty    bool `json:"written_property"`     // the written property
 	SendDryRunParsable bool `json:"send_dryrun_parsable"` // zfs send -nP
+
+	// HoldsList: `zfs holds` prints the tags. zfs-fuse lists hold and holds
+	// in its usage, but its holds needs a Python helper it does not ship.
+	HoldsList bool `json:"holds_list"`
+	// MultiSnapshot: `zfs snapshot a@s b@s` takes several snapshots at once,
+	// atomically (all or none).
+	MultiSnapshot bool `json:"snapshot_multi"`
+	// DestroySnapshotList: `zfs destroy ds@a,b` destroys several snapshots of
+	// one dataset in one command.
+	DestroySnapshotList bool `json:"destroy_snapshot_list"`
+	// SetMultiple: `zfs set a=1 b=2 ds` sets several properties at once.
+	SetMultiple bool `json:"set_multi"`
+	// ReceiveProperties: `zfs receive -o prop=value` (e.g. readonly=on from
+	// the first byte of a replica).
+	ReceiveProperties bool `json:"receive_o"`
+	// ReceiveNoMount: `zfs receive -u` leaves the received file system
+	// unmounted. zfs-fuse takes it, though its usage does not say so.
+	ReceiveNoMount bool `json:"receive_u"`
+	// SendCompressed (`send -c`) and SendLargeBlocks (`send -L`) keep blocks
+	// as they are on disk instead of expanding them in the stream.
+	SendCompressed  bool `json:"send_c"`
+	SendLargeBlocks bool `json:"send_L"`
+}
+
+// FeatureFlag is one feature under its JSON name, for reports.
+type FeatureFlag struct {
+	Name      string
+	Available bool
+}
+
+// Flags lists every feature in declaration order under its JSON name, so that
+// reports show new features without being edited.
+func (f Features) Flags() []FeatureFlag {
+	return []FeatureFlag{
+		{"list_p", f.ListParsable},
+		{"bookmarks", f.Bookmarks},
+		{"resumable_receive", f.ResumableReceive},
+		{"holds", f.Holds},
+		{"written_property", f.WrittenProperty},
+		{"send_dryrun_parsable", f.SendDryRunParsable},
+		{"holds_list", f.HoldsList},
+		{"snapshot_multi", f.MultiSnapshot},
+		{"destroy_snapshot_list", f.DestroySnapshotList},
+		{"set_multi", f.SetMultiple},
+		{"receive_o", f.ReceiveProperties},
+		{"receive_u", f.ReceiveNoMount},
+		{"send_c", f.SendCompressed},
+		{"send_L", f.SendLargeBlocks},
+	}
 }
 
 // ErrNoZFS means the zfs tool is not installed.
@@ -65,27 +116,31 @@ func (c *CLI) Detect(ctx context.Context) (Dialect, error) {
 	if err != nil {
 		return d, fmt.Errorf("detecting zfs features: %w", err)
 	}
-	cmds := parseUsage(string(usage))
 	// `zfs get` without arguments prints its usage and the property table to
 	// stderr and exits 2; anything else means the tool failed.
-	var props map[string]bool
+	var getUsage string
 	if _, err := c.ZFS(ctx, "get"); err == nil {
 		return d, errors.New("detecting zfs features: `zfs get` without arguments did not print its usage")
 	} else if ce := asCmdError(err); ce == nil || ce.ExitCode != 2 {
 		return d, fmt.Errorf("detecting zfs features: %w", err)
 	} else {
-		props = parseProperties(ce.Stderr)
+		getUsage = ce.Stderr
 	}
-	if len(cmds) == 0 || len(props) == 0 {
-		return d, errors.New("detecting zfs features: no commands or properties in the usage text")
+	d.Features, err = featuresFromUsage(string(usage), getUsage)
+	if err != nil {
+		return d, fmt.Errorf("detecting zfs features: %w", err)
 	}
-	d.Features = Features{
-		ListParsable:       cmds["list"]["p"],
-		Bookmarks:          cmds["bookmark"] != nil,
-		ResumableReceive:   cmds["receive"]["s"] && cmds["send"]["t"],
-		Holds:              cmds["hold"] != nil && cmds["holds"] != nil && cmds["release"] != nil,
-		WrittenProperty:    props["written"],
-		SendDryRunParsable: cmds["send"]["n"] && cmds["send"]["P"],
+	if d.Features.Holds {
+		d.Features.HoldsList, err = c.holdsAnswers(ctx)
+		if err != nil {
+			return d, fmt.Errorf("detecting zfs features: %w", err)
+		}
+	}
+	if !d.Features.ReceiveNoMount {
+		d.Features.ReceiveNoMount, err = c.receiveTakesU(ctx)
+		if err != nil {
+			return d, fmt.Errorf("detecting zfs features: %w", err)
+		}
 	}
 	if d.Name != "" {
 		return d, nil
@@ -109,6 +164,76 @@ func (c *CLI) Detect(ctx context.Context) (Dialect, error) {
 	}
 	d.Name, d.PoolVersion = DialectZFSFuse, v
 	return d, nil
+}
+
+// featuresFromUsage reads the features the usage texts of `zfs -?` and `zfs
+// get` show (all but HoldsList).
+func featuresFromUsage(usage, getUsage string) (Features, error) {
+	cmds := parseUsage(usage)
+	syn := parseSynopses(usage)
+	props := parseProperties(getUsage)
+	if len(cmds) == 0 || len(props) == 0 {
+		return Features{}, errors.New("no commands or properties in the usage text")
+	}
+	return Features{
+		ListParsable:        cmds["list"]["p"],
+		Bookmarks:           cmds["bookmark"] != nil,
+		ResumableReceive:    cmds["receive"]["s"] && cmds["send"]["t"],
+		Holds:               cmds["hold"] != nil && cmds["holds"] != nil && cmds["release"] != nil,
+		WrittenProperty:     props["written"],
+		SendDryRunParsable:  cmds["send"]["n"] && cmds["send"]["P"],
+		MultiSnapshot:       anySynopsis(syn["snapshot"], takesSeveralSnapshots),
+		DestroySnapshotList: anySynopsis(syn["destroy"], func(s string) bool { return strings.Contains(s, "@") && strings.Contains(s, "[,...]") }),
+		SetMultiple:         anySynopsis(syn["set"], func(s string) bool { return strings.Contains(s, "<property=value> ...") }),
+		ReceiveProperties:   cmds["receive"]["o"],
+		ReceiveNoMount:      cmds["receive"]["u"],
+		SendCompressed:      cmds["send"]["c"],
+		SendLargeBlocks:     cmds["send"]["L"],
+	}, nil
+}
+
+// detectMissingDataset names a dataset no pool has: pool names start with a
+// letter, and this one is longer than any test or operator would choose.
+const (
+	detectMissingDataset  = "flocker-detect-no-such-pool-5e0c1a/none"
+	detectMissingSnapshot = detectMissingDataset + "@none"
+)
+
+// holdsAnswers asks `zfs holds` about a snapshot that does not exist: a
+// working tool says so, zfs-fuse's fails to start its Python helper.
+func (c *CLI) holdsAnswers(ctx context.Context) (bool, error) {
+	out, err := c.ZFS(ctx, "holds", "-H", detectMissingSnapshot)
+	if err == nil {
+		return false, fmt.Errorf("`zfs holds %s` succeeded: %q", detectMissingSnapshot, firstLine(string(out)))
+	}
+	ce := asCmdError(err)
+	if ce == nil {
+		return false, err
+	}
+	if strings.Contains(ce.Stderr, "does not exist") {
+		return true, nil
+	}
+	if ctx.Err() != nil || notStarted(err) {
+		return false, err
+	}
+	// zfs-fuse prints "internal error: /usr/lib/zfs/pyzfs.py not found" to
+	// stdout and exits 255; any other refusal also means "cannot list".
+	return false, nil
+}
+
+// receiveTakesU asks `zfs receive -u` to read a stream from an empty stdin
+// into a dataset no pool has: it fails either way, and says whether -u was
+// the problem. zfs-fuse takes -u without listing it in its usage.
+func (c *CLI) receiveTakesU(ctx context.Context) (bool, error) {
+	_, err := c.ZFS(ctx, "receive", "-u", detectMissingDataset)
+	if err == nil {
+		return false, fmt.Errorf("`zfs receive -u` from an empty stream succeeded")
+	}
+	ce := asCmdError(err)
+	if ce == nil || ctx.Err() != nil || notStarted(err) {
+		return false, err
+	}
+	return !strings.Contains(ce.Stderr, "invalid option"), nil
 }
 
 // zfsVersionRe matches the userland line of `zfs version`: "zfs-2.3.2-1".
@@ -159,6 +284,54 @@ func parseUsage(text string) map[string]map[string]bool {
 		}
 	}
 	return cmds
+}
+
+// parseSynopses returns the synopsis lines of each command in a usage text,
+// continuation lines joined to theirs with one space: "snapshot [-r] [-o
+// property=value] ... <filesystem|volume>@<snap> ...".
+func parseSynopses(text string) map[string][]string {
+	syn := map[string][]string{}
+	var name string
+	for line := range strings.SplitSeq(text, "\n") {
+		body, ok := strings.CutPrefix(line, "\t")
+		if !ok || strings.TrimSpace(body) == "" {
+			name = ""
+			continue
+		}
+		if body[0] == ' ' || body[0] == '\t' {
+			if name != "" {
+				last := len(syn[name]) - 1
+				syn[name][last] += " " + strings.TrimSpace(body)
+			}
+			continue
+		}
+		cmd, _, _ := strings.Cut(body, " ")
+		if !isCommandName(cmd) {
+			name = ""
+			continue
+		}
+		name = cmd
+		syn[name] = append(syn[name], strings.TrimSpace(body))
+	}
+	return syn
+}
+
+func anySynopsis(lines []string, f func(string) bool) bool {
+	for _, l := range lines {
+		if f(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// takesSeveralSnapshots reports a snapshot synopsis whose snapshot operand
+// repeats: "... <filesystem|volume>@<snap> ..." (OpenZFS), unlike
+// "... <filesystem@snapname|volume@snapname>" (zfs-fuse), where the only "..."
+// repeats -o.
+func takesSeveralSnapshots(s string) bool {
+	f := strings.Fields(s)
+	return len(f) >= 2 && f[len(f)-1] == "..." && strings.Contains(f[len(f)-2], "@")
 }
 
 func isCommandName(s string) bool {

@@ -76,7 +76,8 @@ func TestProbeJSON(t *testing.T) {
 		wantKeys(t, zfs, "zfs", "dialect", "version", "features")
 	}
 	wantKeys(t, object(t, zfs["features"], "zfs.features"), "zfs.features",
-		"list_p", "bookmarks", "resumable_receive", "holds", "written_property", "send_dryrun_parsable")
+		"list_p", "bookmarks", "resumable_receive", "holds", "written_property", "send_dryrun_parsable",
+		"holds_list", "snapshot_multi", "destroy_snapshot_list", "set_multi", "receive_o", "receive_u", "send_c", "send_L")
 }
 
 func TestProbeText(t *testing.T) {
