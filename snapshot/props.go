@@ -245,7 +245,11 @@ func (z *ZFS) Pools(ctx context.Context) ([]Pool, error) {
 	}
 	var pools []Pool
 	for line := range strings.Lines(string(out)) {
-		f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+		line = strings.TrimSuffix(line, "\n")
+		if line == "" || line == "no pools available" {
+			continue
+		}
+		f := strings.Split(line, "\t")
 		if len(f) != 2 {
 			return nil, fmt.Errorf("list pools: output line %q: want name and health", line)
 		}
