@@ -1,0 +1,161 @@
+/* hooks.h: the id of every hook that can report a change.
+ *
+ * An event carries one of these. The Go loader reads this enum from each
+ * object's BTF and derives the names people see from the identifiers:
+ * "hook_" is dropped and "__" becomes "/", so hook_sys_exit__pwrite64 is
+ * "sys_exit/pwrite64". Add values at the end of a group; nothing outside a
+ * running notifier stores the numbers.
+ */
+#ifndef FLOCKER_HOOKS_H
+#define FLOCKER_HOOKS_H
+
+enum hook {
+	hook_none = 0,
+	/* A write lost its ring-buffer event: reported by the lost counter. */
+	hook_lost,
+
+	/* tracepoint tier: system calls judged at their exit. */
+	hook_sys_exit__write,
+	hook_sys_exit__pwrite64,
+	hook_sys_exit__writev,
+	hook_sys_exit__pwritev,
+	hook_sys_exit__pwritev2,
+	hook_sys_exit__ftruncate,
+	hook_sys_exit__fallocate,
+	hook_sys_exit__fchmod,
+	hook_sys_exit__fchown,
+	hook_sys_exit__fsetxattr,
+	hook_sys_exit__fremovexattr,
+	hook_sys_exit__sendfile,
+	hook_sys_exit__splice,
+	hook_sys_exit__copy_file_range,
+	hook_sys_exit__ioctl,
+	hook_sys_exit__mmap,
+	hook_sys_exit__open,
+	hook_sys_exit__openat,
+	hook_sys_exit__openat2,
+	hook_sys_exit__creat,
+	hook_sys_exit__open_by_handle_at,
+	hook_sys_exit__truncate,
+	hook_sys_exit__chmod,
+	hook_sys_exit__fchmodat,
+	hook_sys_exit__fchmodat2,
+	hook_sys_exit__chown,
+	hook_sys_exit__lchown,
+	hook_sys_exit__fchownat,
+	hook_sys_exit__utime,
+	hook_sys_exit__utimes,
+	hook_sys_exit__futimesat,
+	hook_sys_exit__utimensat,
+	hook_sys_exit__setxattr,
+	hook_sys_exit__lsetxattr,
+	hook_sys_exit__removexattr,
+	hook_sys_exit__lremovexattr,
+	hook_sys_exit__setxattrat,
+	hook_sys_exit__removexattrat,
+	hook_sys_exit__unlink,
+	hook_sys_exit__unlinkat,
+	hook_sys_exit__rename,
+	hook_sys_exit__renameat,
+	hook_sys_exit__renameat2,
+	hook_sys_exit__mkdir,
+	hook_sys_exit__mkdirat,
+	hook_sys_exit__rmdir,
+	hook_sys_exit__link,
+	hook_sys_exit__linkat,
+	hook_sys_exit__symlink,
+	hook_sys_exit__symlinkat,
+	hook_sys_exit__mknod,
+	hook_sys_exit__mknodat,
+	hook_sys_exit__bind,
+	hook_sys_exit__io_submit,
+	hook_sys_exit__io_getevents,
+	hook_sys_exit__io_pgetevents,
+
+	/* io_uring, by opcode, at completion. */
+	hook_io_uring_complete__WRITEV,
+	hook_io_uring_complete__WRITE_FIXED,
+	hook_io_uring_complete__WRITE,
+	hook_io_uring_complete__WRITEV_FIXED,
+	hook_io_uring_complete__FALLOCATE,
+	hook_io_uring_complete__FTRUNCATE,
+	hook_io_uring_complete__FSETXATTR,
+	hook_io_uring_complete__SPLICE,
+	hook_io_uring_complete__OPENAT,
+	hook_io_uring_complete__OPENAT2,
+	hook_io_uring_complete__RENAMEAT,
+	hook_io_uring_complete__UNLINKAT,
+	hook_io_uring_complete__MKDIRAT,
+	hook_io_uring_complete__SYMLINKAT,
+	hook_io_uring_complete__LINKAT,
+	hook_io_uring_complete__SETXATTR,
+	/* A completion that did not fit the completion ring: its request is
+	 * gone, so every target is marked. */
+	hook_io_uring_cqe_overflow,
+
+	/* Page cache: a page became dirty (stores through a shared mapping). */
+	hook_writeback_dirty_folio,
+
+	/* fentry tier: kernel functions judged at their exit. */
+	hook_fexit__vfs_write,
+	hook_fexit__vfs_writev,
+	hook_fexit__vfs_iter_write,
+	hook_fexit____kernel_write,
+	hook_fexit__aio_complete_rw,
+	hook_fexit__vfs_fallocate,
+	hook_fexit__notify_change,
+	hook_fexit__vfs_create,
+	hook_fexit__vfs_mkdir,
+	hook_fexit__vfs_mknod,
+	hook_fexit__vfs_symlink,
+	hook_fexit__vfs_link,
+	hook_fexit__vfs_unlink,
+	hook_fexit__vfs_rmdir,
+	hook_fexit__vfs_rename,
+	hook_fexit__do_filp_open,
+	hook_fexit__vfs_setxattr,
+	hook_fexit__vfs_removexattr,
+	hook_fexit__vfs_set_acl,
+	hook_fexit__vfs_remove_acl,
+	hook_fexit__vfs_fileattr_set,
+	hook_fexit__vfs_copy_file_range,
+	hook_fexit__vfs_clone_file_range,
+	hook_fexit__do_splice,
+	hook_fexit__do_splice_direct,
+	hook_fexit__folio_mark_dirty,
+
+	/* kprobe tier: the same functions, kprobe at entry + kretprobe. */
+	hook_kretprobe__vfs_write,
+	hook_kretprobe__vfs_writev,
+	hook_kretprobe__vfs_iter_write,
+	hook_kretprobe____kernel_write,
+	hook_kprobe__aio_complete_rw,
+	hook_kretprobe__vfs_fallocate,
+	hook_kretprobe__notify_change,
+	hook_kretprobe__vfs_create,
+	hook_kretprobe__vfs_mkdir,
+	hook_kretprobe__vfs_mknod,
+	hook_kretprobe__vfs_symlink,
+	hook_kretprobe__vfs_link,
+	hook_kretprobe__vfs_unlink,
+	hook_kretprobe__vfs_rmdir,
+	hook_kretprobe__vfs_rename,
+	hook_kretprobe__do_filp_open,
+	hook_kretprobe__vfs_setxattr,
+	hook_kretprobe__vfs_removexattr,
+	hook_kretprobe__vfs_set_acl,
+	hook_kretprobe__vfs_remove_acl,
+	hook_kretprobe__vfs_fileattr_set,
+	hook_kretprobe__vfs_copy_file_range,
+	hook_kretprobe__vfs_clone_file_range,
+	hook_kretprobe__do_splice,
+	hook_kretprobe__do_splice_direct,
+	hook_kretprobe__folio_mark_dirty,
+
+	/* block tier: a write request to one of a pool's devices. */
+	hook_block_bio_queue,
+
+	hook_max,
+};
+
+#endif /* FLOCKER_HOOKS_H */
