@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type fentryDirkey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type fentryPending struct {
 	_    structs.HostLayout
 	Mask uint64
@@ -40,6 +47,7 @@ type fentryShared struct {
 const (
 	fentryMapEvents                  = "events"
 	fentryMapIouringPending          = "iouring_pending"
+	fentryMapMountAncestors          = "mount_ancestors"
 	fentryMapMountNames              = "mount_names"
 	fentryMapMountPaths              = "mount_paths"
 	fentryMapScratch                 = "scratch"
@@ -162,6 +170,7 @@ type fentryProgramSpecs struct {
 type fentryMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IouringPending *ebpf.MapSpec `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.MapSpec `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.MapSpec `ebpf:"mount_names"`
 	MountPaths     *ebpf.MapSpec `ebpf:"mount_paths"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -202,6 +211,7 @@ func (o *fentryObjects) Close() error {
 type fentryMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	IouringPending *ebpf.Map `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.Map `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.Map `ebpf:"mount_names"`
 	MountPaths     *ebpf.Map `ebpf:"mount_paths"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -212,6 +222,7 @@ func (m *fentryMaps) Close() error {
 	return _FentryClose(
 		m.Events,
 		m.IouringPending,
+		m.MountAncestors,
 		m.MountNames,
 		m.MountPaths,
 		m.Scratch,

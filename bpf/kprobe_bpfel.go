@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kprobeDirkey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type kprobePending struct {
 	_    structs.HostLayout
 	Mask uint64
@@ -47,6 +54,7 @@ type kprobeStashKey struct {
 const (
 	kprobeMapEvents                      = "events"
 	kprobeMapIouringPending              = "iouring_pending"
+	kprobeMapMountAncestors              = "mount_ancestors"
 	kprobeMapMountNames                  = "mount_names"
 	kprobeMapMountPaths                  = "mount_paths"
 	kprobeMapScratch                     = "scratch"
@@ -220,6 +228,7 @@ type kprobeProgramSpecs struct {
 type kprobeMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IouringPending *ebpf.MapSpec `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.MapSpec `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.MapSpec `ebpf:"mount_names"`
 	MountPaths     *ebpf.MapSpec `ebpf:"mount_paths"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -261,6 +270,7 @@ func (o *kprobeObjects) Close() error {
 type kprobeMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	IouringPending *ebpf.Map `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.Map `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.Map `ebpf:"mount_names"`
 	MountPaths     *ebpf.Map `ebpf:"mount_paths"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -272,6 +282,7 @@ func (m *kprobeMaps) Close() error {
 	return _KprobeClose(
 		m.Events,
 		m.IouringPending,
+		m.MountAncestors,
 		m.MountNames,
 		m.MountPaths,
 		m.Scratch,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -158,6 +159,7 @@ type Tier struct {
 	byID     map[uint32]Target
 	pathRefs map[uint64]uint64 // mount_paths: hash -> mask
 	nameRefs map[uint64]uint64 // mount_names: hash -> mask
+	dirRefs  map[dirKey]uint64 // mount_ancestors: directory -> mask
 	rec      ringbuf.Record
 }
 
@@ -238,7 +240,7 @@ func loadTier(opts TierOptions) (_ *Tier, err error) {
 
 	t := &Tier{
 		tier: opts.Tier, variant: opts.Variant, log: opts.Log, hooks: hooks,
-		byID: map[uint32]Target{}, pathRefs: map[uint64]uint64{}, nameRefs: map[uint64]uint64{},
+		byID: map[uint32]Target{}, pathRefs: map[uint64]uint64{}, nameRefs: map[uint64]uint64{}, dirRefs: map[dirKey]uint64{},
 	}
 	for id := range uint32(MaxTargets) {
 		t.free = append(t.free, id)
@@ -385,9 +387,10 @@ func hookNames(spec *ebpf.CollectionSpec) ([]string, error) {
 	return names, nil
 }
 
-// HookName turns an enum hook identifier into the name people see.
+// HookName turns an enum hook identifier into the name people see: the
+// first "__" separates the hook point from what it saw.
 func HookName(ident string) string {
-	return strings.ReplaceAll(strings.TrimPrefix(ident, "hook_"), "__", "/")
+	return strings.Replace(strings.TrimPrefix(ident, "hook_"), "__", "/", 1)
 }
 
 // mapState maps the .bss (dirty flags, lost counters, masks) into this
@@ -628,6 +631,9 @@ func (t *Tier) AddTarget(tg Target) (uint32, error) {
 		}
 		err = errors.Join(err, t.refMount("mount_paths", t.pathRefs, fnv64(mp), bit, true))
 		err = errors.Join(err, t.refMount("mount_names", t.nameRefs, fnv64(mp[strings.LastIndexByte(mp, '/')+1:]), bit, true))
+		for _, k := range ancestors(mp) {
+			err = errors.Join(err, refMap(t.coll.Maps["mount_ancestors"], t.dirRefs, k, bit, true))
+		}
 	}
 	for _, dev := range tg.Devs {
 		err = errors.Join(err, targets.Update(dev, id, ebpf.UpdateNoExist))
@@ -672,6 +678,11 @@ func (t *Tier) removeLocked(id uint32) error {
 		}
 		err = errors.Join(err, t.refMount("mount_paths", t.pathRefs, fnv64(mp), bit, false))
 		err = errors.Join(err, t.refMount("mount_names", t.nameRefs, fnv64(mp[strings.LastIndexByte(mp, '/')+1:]), bit, false))
+		for k, mask := range t.dirRefs {
+			if mask&bit != 0 {
+				err = errors.Join(err, refMap(t.coll.Maps["mount_ancestors"], t.dirRefs, k, bit, false))
+			}
+		}
 	}
 	atomic.AndUint64(&t.state.Active, ^bit)
 	// Leave the flag dirty so that nothing fires for the slot; a hook that
@@ -688,25 +699,53 @@ func (t *Tier) removeLocked(id uint32) error {
 
 // refMount adds or removes bit in the mask stored under hash h.
 func (t *Tier) refMount(mapName string, refs map[uint64]uint64, h, bit uint64, add bool) error {
-	m := t.coll.Maps[mapName]
+	return refMap(t.coll.Maps[mapName], refs, h, bit, add)
+}
+
+// refMap adds or removes bit in the mask m (and its mirror refs) holds
+// under key k, deleting the key when no bit is left.
+func refMap[K comparable](m *ebpf.Map, refs map[K]uint64, k K, bit uint64, add bool) error {
 	if m == nil {
 		return nil // this tier does not judge paths
 	}
-	mask := refs[h]
+	mask := refs[k]
 	if add {
 		mask |= bit
 	} else {
 		mask &^= bit
 	}
 	if mask == 0 {
-		delete(refs, h)
-		if err := m.Delete(h); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		delete(refs, k)
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return err
 		}
 		return nil
 	}
-	refs[h] = mask
-	return m.Put(h, mask)
+	refs[k] = mask
+	return m.Put(k, mask)
+}
+
+// dirKey mirrors struct dirkey in paths.h.
+type dirKey struct {
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
+// ancestors are the directories above mountpoint mp, by device (kernel
+// encoding) and inode. One that cannot be examined is left out: it only
+// narrows a rule that matches on names alone otherwise.
+func ancestors(mp string) []dirKey {
+	var out []dirKey
+	for dir := filepath.Dir(mp); ; dir = filepath.Dir(dir) {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) == nil {
+			out = append(out, dirKey{Ino: st.Ino, Dev: unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)})
+		}
+		if dir == "/" {
+			return out
+		}
+	}
 }
 
 // fnv64 is FNV-1a, as paths.h hashes paths.

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type rawsyscallsDirkey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type rawsyscallsPending struct {
 	_    structs.HostLayout
 	Mask uint64
@@ -48,6 +55,7 @@ const (
 	rawsyscallsMapEvents               = "events"
 	rawsyscallsMapInflight             = "inflight"
 	rawsyscallsMapIouringPending       = "iouring_pending"
+	rawsyscallsMapMountAncestors       = "mount_ancestors"
 	rawsyscallsMapMountNames           = "mount_names"
 	rawsyscallsMapMountPaths           = "mount_paths"
 	rawsyscallsMapScratch              = "scratch"
@@ -125,6 +133,7 @@ type rawsyscallsMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	IouringPending *ebpf.MapSpec `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.MapSpec `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.MapSpec `ebpf:"mount_names"`
 	MountPaths     *ebpf.MapSpec `ebpf:"mount_paths"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -166,6 +175,7 @@ type rawsyscallsMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	IouringPending *ebpf.Map `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.Map `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.Map `ebpf:"mount_names"`
 	MountPaths     *ebpf.Map `ebpf:"mount_paths"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -177,6 +187,7 @@ func (m *rawsyscallsMaps) Close() error {
 		m.Events,
 		m.Inflight,
 		m.IouringPending,
+		m.MountAncestors,
 		m.MountNames,
 		m.MountPaths,
 		m.Scratch,

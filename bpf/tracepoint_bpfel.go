@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tracepointDirkey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type tracepointPending struct {
 	_    structs.HostLayout
 	Mask uint64
@@ -40,6 +47,7 @@ type tracepointShared struct {
 const (
 	tracepointMapEvents               = "events"
 	tracepointMapIouringPending       = "iouring_pending"
+	tracepointMapMountAncestors       = "mount_ancestors"
 	tracepointMapMountNames           = "mount_names"
 	tracepointMapMountPaths           = "mount_paths"
 	tracepointMapScratch              = "scratch"
@@ -114,6 +122,7 @@ type tracepointProgramSpecs struct {
 type tracepointMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IouringPending *ebpf.MapSpec `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.MapSpec `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.MapSpec `ebpf:"mount_names"`
 	MountPaths     *ebpf.MapSpec `ebpf:"mount_paths"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -154,6 +163,7 @@ func (o *tracepointObjects) Close() error {
 type tracepointMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	IouringPending *ebpf.Map `ebpf:"iouring_pending"`
+	MountAncestors *ebpf.Map `ebpf:"mount_ancestors"`
 	MountNames     *ebpf.Map `ebpf:"mount_names"`
 	MountPaths     *ebpf.Map `ebpf:"mount_paths"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -164,6 +174,7 @@ func (m *tracepointMaps) Close() error {
 	return _TracepointClose(
 		m.Events,
 		m.IouringPending,
+		m.MountAncestors,
 		m.MountNames,
 		m.MountPaths,
 		m.Scratch,

@@ -68,6 +68,7 @@ struct super_block {
 
 struct inode {
 	struct super_block *i_sb;
+	unsigned long i_ino;
 } __attribute__((preserve_access_index));
 
 struct file {
@@ -86,6 +87,7 @@ struct files_struct {
 
 struct dentry {
 	struct super_block *d_sb;
+	struct inode *d_inode;
 } __attribute__((preserve_access_index));
 
 struct vfsmount {

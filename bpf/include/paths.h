@@ -24,6 +24,48 @@ struct {
 /* Targets mounted at "/": every absolute path is under them. */
 __u64 root_mask;
 
+/* The directories above each mountpoint, by device and inode, to the mask
+ * of targets below them: a relative path can walk into a mount by name
+ * only from one of these (or through ".."). Kept by the loader. */
+struct dirkey {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct dirkey);
+	__type(value, __u64);
+} mount_ancestors SEC(".maps");
+
+/* base_dir is the directory a relative path starts from: the cwd for
+ * AT_FDCWD, else the file open at dfd. Not a hot path: helper reads. */
+static __always_inline void base_dir(struct task_struct *t, long dfd, struct dirkey *k)
+{
+	struct inode *i;
+	if ((int)dfd == AT_FDCWD) {
+		i = BPF_CORE_READ(t, fs, pwd.dentry, d_inode);
+	} else {
+		if (dfd < 0)
+			return;
+		struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+		if ((unsigned long)dfd >= BPF_CORE_READ(fdt, max_fds))
+			return;
+		struct file **slots = BPF_CORE_READ(fdt, fd);
+		struct file *f = 0;
+		bpf_probe_read_kernel(&f, sizeof(f), slots + dfd);
+		if (!f)
+			return;
+		i = BPF_CORE_READ(f, f_inode);
+	}
+	if (!i)
+		return;
+	k->ino = BPF_CORE_READ(i, i_ino);
+	k->dev = BPF_CORE_READ(i, i_sb, s_dev);
+}
+
 struct scratch {
 	char path[PATH_BUF];
 };
@@ -68,7 +110,7 @@ struct scan {
 	__u64 prefix; /* mount_paths hits */
 	__u64 names; /* mount_names hits */
 	__u32 clen; /* length of the current component, saturated at 3 */
-	bool absolute, odd, ended;
+	bool absolute, odd, dotdot, ended;
 	char c0, c1;
 };
 
@@ -85,9 +127,10 @@ static long scan_char(__u32 i, struct scan *sc)
 			if (sc->clen > 0)
 				sc->names |= lookup_mask(&mount_names, sc->ch);
 			/* "//" (not leading), "." and ".." need the name rule */
-			if ((sc->clen == 0 && c == '/') || (sc->clen == 1 && sc->c0 == '.') ||
-			    (sc->clen == 2 && sc->c0 == '.' && sc->c1 == '.'))
+			if ((sc->clen == 0 && c == '/') || (sc->clen == 1 && sc->c0 == '.'))
 				sc->odd = true;
+			if (sc->clen == 2 && sc->c0 == '.' && sc->c1 == '.')
+				sc->odd = sc->dotdot = true;
 		}
 		if (c == 0) {
 			sc->ended = true;
@@ -108,6 +151,23 @@ static long scan_char(__u32 i, struct scan *sc)
 	return 0;
 }
 
+/* judge_path returns the targets a path-based call may have changed.
+ *
+ * The path is judged as text, without resolving it, and conservatively: a
+ * false positive costs one snapshot, a false negative loses data.
+ *   - relative (or empty, for AT_EMPTY_PATH): the target the base directory
+ *     (dfd or cwd) is on; plus a target whose mountpoint's last component
+ *     appears as a component of the path when the base directory is one of
+ *     the directories above that mountpoint, or when the path climbs with
+ *     "..";
+ *   - absolute: every target whose mountpoint is a prefix at a component
+ *     boundary; with "//", "." or ".." components, the name rule too;
+ *   - unreadable, or relative and longer than PATH_BUF: every target.
+ * Blind spots (covered by the safety-net timer, listed in docs/notify.md):
+ * a path through a symlink, or through a bind mount made after the target
+ * was added; a process in another mount namespace that sees the dataset at
+ * a different absolute path.
+ */
 __noinline __u64 judge_path(__u64 src, long dfd, bool user)
 {
 	struct task_struct *t = current_task();
@@ -138,7 +198,17 @@ __noinline __u64 judge_path(__u64 src, long dfd, bool user)
 	}
 	if (!sc.ended)
 		return ~0ULL;
-	return sc.names | dev_mask(base_dev(t, dfd));
+	struct dirkey k = {};
+	base_dir(t, dfd, &k);
+	__u64 mask = dev_mask(k.dev);
+	if (sc.names && sc.dotdot) {
+		mask |= sc.names;
+	} else if (sc.names) {
+		__u64 *above = bpf_map_lookup_elem(&mount_ancestors, &k);
+		if (above)
+			mask |= sc.names & *above;
+	}
+	return mask;
 }
 
 #endif /* FLOCKER_PATHS_H */
