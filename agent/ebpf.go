@@ -76,6 +76,7 @@ type EBPF struct {
 	pending []Change                 // to deliver, oldest first, one per dataset
 	wake    chan struct{}            // pending grew
 	closed  bool
+	ctx     context.Context // cancelled by Close
 
 	work    chan rawEvent
 	changes chan Change
@@ -90,6 +91,12 @@ type ebpfTarget struct {
 	id       uint32
 	lostSeen uint64
 	pool     string // block tier
+	// A flush (syncfs, and for the block tier the written query) runs per
+	// target beside the others: on ZFS a syncfs can wait seconds for a
+	// transaction group. again: an event came during the flush.
+	flushing, again bool
+	hook            string
+	at              time.Time
 }
 
 type rawEvent struct {
@@ -135,7 +142,7 @@ func NewEBPF(tier string, opts ...EBPFOption) (Notifier, error) {
 		tier: tier, bt: bt, o: o,
 		byName: map[string]*ebpfTarget{}, byID: map[uint32][]*ebpfTarget{},
 		wake: make(chan struct{}, 1), work: make(chan rawEvent, 64), changes: make(chan Change),
-		cancel: cancel,
+		cancel: cancel, ctx: ctx,
 	}
 	e.wg.Go(func() { e.read(ctx) })
 	e.wg.Go(func() { e.pollLost(ctx) })
@@ -338,7 +345,8 @@ func (e *EBPF) pollLost(ctx context.Context) {
 	}
 }
 
-// handle re-arms, flushes and queues each event's change.
+// handle re-arms each event's target at once and has it flushed and its
+// change queued (flush).
 func (e *EBPF) handle(ctx context.Context) {
 	for {
 		var ev rawEvent
@@ -347,27 +355,69 @@ func (e *EBPF) handle(ctx context.Context) {
 			return
 		case ev = <-e.work:
 		}
+		e.o.log.Debug("ebpf event", "tier", e.tier, "target", ev.id, "hook", ev.hook, "at", ev.at)
 		e.mu.Lock()
-		tgs := append([]*ebpfTarget(nil), e.byID[ev.id]...)
-		e.mu.Unlock()
+		tgs := e.byID[ev.id]
 		if len(tgs) == 0 {
+			e.mu.Unlock()
 			continue // a target removed since
 		}
 		// 1. Re-arm: a change from now on gives a new event.
 		e.bt.Arm(ev.id)
 		for _, tg := range tgs {
-			if e.tier == TierBlock && !e.confirm(ctx, tg) {
+			if tg.flushing {
+				tg.again = true // the running flush goes round once more
 				continue
 			}
+			tg.flushing, tg.hook, tg.at = true, ev.hook, ev.at
+			e.wg.Go(func() { e.flush(ctx, tg) })
+		}
+		e.mu.Unlock()
+	}
+}
+
+// flush runs steps 2 and 3 for one target, again while events came in
+// meanwhile (each after its re-arm).
+func (e *EBPF) flush(ctx context.Context, tg *ebpfTarget) {
+	e.mu.Lock()
+	hook, at := tg.hook, tg.at
+	e.mu.Unlock()
+	for {
+		report := e.tier != TierBlock || e.confirm(ctx, tg)
+		if report {
 			// 2. Flush, so the snapshot holds what the mappings stored
 			//    and the pages are write-protected again.
 			if err := syncfs(tg.Mountpoint); err != nil {
 				e.o.log.Warn("syncfs failed; reporting the change anyway", "dataset", tg.Name, "err", err)
 			}
 			// 3. Report.
-			e.queue(Change{Time: ev.at, Dataset: tg.Name, Tier: e.tier, Hook: ev.hook})
+			e.queue(Change{Time: at, Dataset: tg.Name, Tier: e.tier, Hook: hook})
+		}
+		e.mu.Lock()
+		if !tg.again || ctx.Err() != nil {
+			tg.flushing = false
+			e.mu.Unlock()
+			return
+		}
+		tg.again = false
+		e.mu.Unlock()
+	}
+}
+
+// idle reports whether no event waits to be handled and no flush or
+// delivery is pending (tests use it to know a notifier is settled).
+func (e *EBPF) idle() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.work) > 0 || len(e.pending) > 0 {
+		return false
+	}
+	for _, tg := range e.byName {
+		if tg.flushing {
+			return false
 		}
 	}
+	return true
 }
 
 // confirm asks whether a block-tier dataset wrote since its newest

@@ -6,6 +6,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -122,7 +123,7 @@ func Probe(ctx context.Context, opts ProbeOptions) (ProbeReport, error) {
 		r.Kernel.Mountpoint = &MountpointInfo{Path: fan.Path, FSID: fan.FSID}
 	}
 
-	r.Tiers = ProbeTiers(r.Kernel)
+	r.Tiers = verifyEBPFTiers(ProbeTiers(r.Kernel), log)
 	r.ZFS = <-zfsDone
 	return r, nil
 }
@@ -165,6 +166,41 @@ func ProbeTiers(k KernelSection) []Tier {
 		tier(TierFanotify, lacks("fanotify", k.Fanotify)),
 		tier(TierTimer), // needs nothing: the safety net is always there
 	}
+}
+
+// verifyEBPFTiers loads and attaches the real notifier programs of each
+// eBPF tier the kernel's features allow, and detaches them again: a tier is
+// available only when all its required programs load and attach. (A tier
+// the features rule out keeps that reason: its programs would fail the
+// same way.)
+func verifyEBPFTiers(tiers []Tier, log *slog.Logger) []Tier {
+	for i, t := range tiers {
+		switch t.Name {
+		case TierFentry, TierKprobe, TierTracepoint, TierBlock:
+		default:
+			continue
+		}
+		if !t.Available {
+			continue
+		}
+		start := time.Now()
+		bt, err := bpf.LoadTier(bpf.TierOptions{Tier: t.Name, Log: log})
+		log.Debug("notifier tier programs", "tier", t.Name, "took", time.Since(start), "err", err)
+		if err != nil {
+			tiers[i].Available = false
+			var te *bpf.TierError
+			if errors.As(err, &te) {
+				tiers[i].Reason = "notifier programs: " + te.Summary()
+			} else {
+				tiers[i].Reason = "notifier programs: " + bpf.OneLine(err.Error())
+			}
+			continue
+		}
+		if err := bt.Close(); err != nil {
+			log.Warn("detaching probe of notifier tier", "tier", t.Name, "err", err)
+		}
+	}
+	return tiers
 }
 
 // lacks is "name: reason" when f is missing, else nothing.

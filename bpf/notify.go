@@ -73,6 +73,10 @@ type Attachment struct {
 	Section  string `json:"section"` // e.g. "tp_btf/sys_exit", "fexit/vfs_write"
 	Required bool   `json:"required"`
 	Err      string `json:"error,omitempty"`
+	// ServedBy names the program that does this one's job when this one
+	// is an alternative that did not attach (a tracepoint renamed between
+	// kernel versions).
+	ServedBy string `json:"served_by,omitempty"`
 }
 
 // TierError says why a tier does not work here: a required program did not
@@ -92,13 +96,37 @@ func (e *TierError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("%s tier: %v", name, e.Err)
 	}
-	var failed []string
-	for _, a := range e.Attachments {
-		if a.Required && a.Err != "" {
-			failed = append(failed, a.Section+": "+a.Err)
-		}
+	return fmt.Sprintf("%s tier: %s", name, e.Summary())
+}
+
+// Summary lists the required programs that failed, grouped by the
+// kernel's answer: "load: operation not permitted (fexit/vfs_write and 20
+// more)".
+func (e *TierError) Summary() string {
+	if e.Err != nil {
+		return e.Err.Error()
 	}
-	return fmt.Sprintf("%s tier: %s", name, strings.Join(failed, "; "))
+	var order []string
+	by := map[string][]string{}
+	for _, a := range e.Attachments {
+		if !a.Required || a.Err == "" {
+			continue
+		}
+		if _, ok := by[a.Err]; !ok {
+			order = append(order, a.Err)
+		}
+		by[a.Err] = append(by[a.Err], a.Section)
+	}
+	var parts []string
+	for _, msg := range order {
+		secs := by[msg]
+		who := secs[0]
+		if len(secs) > 1 {
+			who = fmt.Sprintf("%s and %d more", secs[0], len(secs)-1)
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", msg, who))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (e *TierError) Unwrap() error { return e.Err }
@@ -285,8 +313,11 @@ func loadTier(opts TierOptions) (_ *Tier, err error) {
 		if a.Required && a.Err != "" {
 			return nil, &TierError{Tier: opts.Tier, Variant: opts.Variant, Attachments: t.attachments}
 		}
-		if a.Err != "" {
-			t.log.Info("optional hook not attached", "tier", opts.Tier, "section", a.Section, "err", a.Err)
+		switch {
+		case a.Err != "" && a.ServedBy != "":
+			t.log.Debug("alternative hook not attached", "tier", opts.Tier, "section", a.Section, "served_by", a.ServedBy, "err", a.Err)
+		case a.Err != "":
+			t.log.Info("optional hook not attached: a blind spot the safety net covers", "tier", opts.Tier, "section", a.Section, "err", a.Err)
 		}
 	}
 
@@ -556,21 +587,22 @@ func attachPlan(tier string, spec *ebpf.CollectionSpec, kernel *btf.Spec) []plan
 // failure of all counts.
 func resolveGroups(as []Attachment, plan []planned) {
 	groupErr := map[string]string{}
-	anyOK := map[string]bool{}
+	anyOK := map[string]string{}
 	for i, p := range plan {
 		if p.group != "" && as[i].Err != "" {
 			groupErr[p.group] = as[i].Section + ": " + as[i].Err
 		}
 		if p.anyOf != "" && as[i].Err == "" {
-			anyOK[p.anyOf] = true
+			anyOK[p.anyOf] = as[i].Section
 		}
 	}
 	for i, p := range plan {
 		if e, ok := groupErr[p.group]; ok && as[i].Err == "" {
 			as[i].Err = "partner failed: " + e
 		}
-		if p.anyOf != "" && anyOK[p.anyOf] && as[i].Err != "" {
-			as[i].Required = false // another program of the set serves
+		if by := anyOK[p.anyOf]; p.anyOf != "" && by != "" && as[i].Err != "" {
+			as[i].Required = false
+			as[i].ServedBy = by
 		}
 	}
 }

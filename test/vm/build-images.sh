@@ -262,7 +262,8 @@ build_base() {
 	ldconfig -r "$r"
 
 	# Kernel modules: the guest's drivers, what later scenarios need for
-	# networking faults (netem, veth, bridge, ...), and spl/zfs, with their
+	# networking faults (netem, veth, bridge, ...), loop devices (the block
+	# notifier tier's syscall-less writer), and spl/zfs, with their
 	# dependencies as modprobe resolves them.
 	mkdir -p "$k"
 	dl deb "$kernel_pkg" "$kernel_ver"
@@ -273,7 +274,7 @@ build_base() {
 	for m in virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng \
 		veth dummy tun bridge macvlan ipvlan ifb 8021q \
 		sch_netem sch_tbf sch_htb sch_ingress cls_bpf act_bpf \
-		vmw_vsock_virtio_transport fuse virtiofs crc32c_intel spl zfs; do
+		vmw_vsock_virtio_transport fuse virtiofs crc32c_intel loop spl zfs; do
 		modprobe -d "$k" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
 	done | sort -u | while read -r f; do
 		install -D -m 0644 "$f" "$r${f#"$k"}"
