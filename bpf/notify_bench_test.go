@@ -3,6 +3,8 @@
 package bpf
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/flockerha/flocker/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -31,14 +35,54 @@ const (
 type benchConfig struct {
 	name string
 	opts TierOptions
+	// empty, instead of a tier, attaches the probe object's empty program
+	// to the same hook: what the hook costs before any logic.
+	empty string
 }
 
 var benchConfigs = []benchConfig{
-	{"tracepoint", TierOptions{Tier: TierTracepoint, Variant: VariantTPBTF}},
-	{"tracepoint-no-fast-path", TierOptions{Tier: TierTracepoint, Variant: VariantTPBTF, NoFastPath: true}},
-	{"raw_syscalls", TierOptions{Tier: TierTracepoint, Variant: VariantRawSyscalls}},
-	{"fentry", TierOptions{Tier: TierFentry}},
-	{"kprobe", TierOptions{Tier: TierKprobe}},
+	{name: "empty-tp_btf-sys_exit", empty: "probe_tp_btf"},
+	{name: "tracepoint", opts: TierOptions{Tier: TierTracepoint, Variant: VariantTPBTF}},
+	{name: "tracepoint-no-fast-path", opts: TierOptions{Tier: TierTracepoint, Variant: VariantTPBTF, NoFastPath: true}},
+	{name: "raw_syscalls", opts: TierOptions{Tier: TierTracepoint, Variant: VariantRawSyscalls}},
+	{name: "empty-fexit-vfs_write", empty: "probe_fexit"},
+	{name: "fentry", opts: TierOptions{Tier: TierFentry}},
+	{name: "kprobe", opts: TierOptions{Tier: TierKprobe}},
+}
+
+// attachEmpty attaches one of the probe object's empty programs.
+func attachEmpty(name string) (io.Closer, error) {
+	spec, err := loadProbe()
+	if err != nil {
+		return nil, err
+	}
+	p := &prober{spec: spec, cache: kernelBTF, log: slog.New(slog.DiscardHandler)}
+	prog, err := p.load(name)
+	if err != nil {
+		return nil, err
+	}
+	defer prog.Close()
+	at := ebpf.AttachTraceRawTp
+	if name == "probe_fexit" {
+		at = ebpf.AttachTraceFExit
+	}
+	return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: at})
+}
+
+// attachConfig loads what cfg measures and adds the tracked filesystem.
+func attachConfig(cfg benchConfig, dev uint32, dir string) (io.Closer, error) {
+	if cfg.empty != "" {
+		return attachEmpty(cfg.empty)
+	}
+	tier, err := LoadTier(cfg.opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tier.AddTarget(Target{Devs: []uint32{dev}, Mountpoints: []string{dir}}); err != nil {
+		tier.Close()
+		return nil, err
+	}
+	return tier, nil
 }
 
 // pwriteNs is the mean cost of n 16-byte pwrites to f.
@@ -77,7 +121,7 @@ func BenchmarkPwriteOverhead(b *testing.B) {
 	fu := benchFile(b, untracked)
 	dev := kernelDev(b, tracked)
 	for _, cfg := range benchConfigs {
-		probe, err := LoadTier(cfg.opts)
+		probe, err := attachConfig(cfg, dev, tracked)
 		if err != nil {
 			b.Logf("%s: not measured: %v", cfg.name, err)
 			continue
@@ -88,11 +132,8 @@ func BenchmarkPwriteOverhead(b *testing.B) {
 				var base, tr, un []float64
 				for range benchRounds {
 					base = append(base, pwriteNs(b, ft, benchWrites))
-					tier, err := LoadTier(cfg.opts)
+					tier, err := attachConfig(cfg, dev, tracked)
 					if err != nil {
-						b.Fatal(err)
-					}
-					if _, err := tier.AddTarget(Target{Devs: []uint32{dev}, Mountpoints: []string{tracked}}); err != nil {
 						b.Fatal(err)
 					}
 					pwriteNs(b, ft, 1) // dirty the flag: steady state
@@ -105,6 +146,9 @@ func BenchmarkPwriteOverhead(b *testing.B) {
 				b.ReportMetric(median(un), "ns/pwrite-untracked")
 				b.ReportMetric(median(tr)-median(base), "ns-added/pwrite-tracked")
 				b.ReportMetric(median(un)-median(base), "ns-added/pwrite-untracked")
+				if cfg.empty != "" {
+					continue
+				}
 				held, rearmed := eventsPerMillion(b, cfg.opts, dev, tracked, ft)
 				b.ReportMetric(held, "events/1M-pwrites-held")
 				b.ReportMetric(rearmed, "events/1M-pwrites-rearmed")

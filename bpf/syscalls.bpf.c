@@ -426,18 +426,40 @@ static __always_inline void judge(struct sc *c)
 	}
 }
 
+/* wanted: the calls judge() knows; every other call returns at once. */
+static __always_inline bool wanted(long nr)
+{
+	switch (nr) {
+	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
+	case NR_sendfile: case NR_splice: case NR_copy_file_range: case NR_io_submit:
+	case NR_io_getevents: case NR_io_pgetevents: case NR_mmap: case NR_ioctl:
+	case NR_ftruncate: case NR_fallocate: case NR_fchmod: case NR_fchown: case NR_fsetxattr:
+	case NR_fremovexattr: case NR_open: case NR_openat: case NR_creat: case NR_open_by_handle_at:
+	case NR_openat2: case NR_truncate: case NR_chmod: case NR_fchmodat: case NR_fchmodat2:
+	case NR_chown: case NR_lchown: case NR_fchownat: case NR_utime: case NR_utimes:
+	case NR_futimesat: case NR_utimensat: case NR_setxattr: case NR_lsetxattr:
+	case NR_removexattr: case NR_lremovexattr: case NR_setxattrat: case NR_removexattrat:
+	case NR_unlink: case NR_unlinkat: case NR_rmdir: case NR_mkdir: case NR_mkdirat:
+	case NR_mknod: case NR_mknodat: case NR_symlink: case NR_symlinkat: case NR_rename:
+	case NR_renameat: case NR_renameat2: case NR_link: case NR_linkat: case NR_bind:
+		return true;
+	}
+	return false;
+}
+
 #ifdef FLK_DIRECT
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	if (ret < 0 || !state.active)
+	long nr = regs->orig_ax;
+	if (ret < 0 || !state.active || !wanted(nr))
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (compat_task(t))
 		return 0;
 	struct sc c = {
-		.nr = regs->orig_ax,
+		.nr = nr,
 		.ret = ret,
 		.a = {regs->di, regs->si, regs->dx, regs->r10, regs->r8, regs->r9},
 	};
@@ -464,37 +486,19 @@ struct {
 	__type(value, struct sc);
 } inflight SEC(".maps");
 
-static __always_inline bool wanted(long nr)
-{
-	switch (nr) {
-	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
-	case NR_sendfile: case NR_splice: case NR_copy_file_range: case NR_io_submit:
-	case NR_io_getevents: case NR_io_pgetevents: case NR_mmap: case NR_ioctl:
-	case NR_ftruncate: case NR_fallocate: case NR_fchmod: case NR_fchown: case NR_fsetxattr:
-	case NR_fremovexattr: case NR_open: case NR_openat: case NR_creat: case NR_open_by_handle_at:
-	case NR_openat2: case NR_truncate: case NR_chmod: case NR_fchmodat: case NR_fchmodat2:
-	case NR_chown: case NR_lchown: case NR_fchownat: case NR_utime: case NR_utimes:
-	case NR_futimesat: case NR_utimensat: case NR_setxattr: case NR_lsetxattr:
-	case NR_removexattr: case NR_lremovexattr: case NR_setxattrat: case NR_removexattrat:
-	case NR_unlink: case NR_unlinkat: case NR_rmdir: case NR_mkdir: case NR_mkdirat:
-	case NR_mknod: case NR_mknodat: case NR_symlink: case NR_symlinkat: case NR_rename:
-	case NR_renameat: case NR_renameat2: case NR_link: case NR_linkat: case NR_bind:
-		return true;
-	}
-	return false;
-}
-
 SEC("tracepoint/raw_syscalls/sys_enter")
 int sys_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	if (!state.active)
 		return 0;
-	long nr = BPF_CORE_READ(ctx, id);
+	long nr = ctx->id;
 	if (!wanted(nr) || compat_task(current_task()))
 		return 0;
-	struct sc c = {.nr = nr};
-	for (int i = 0; i < 6; i++)
-		c.a[i] = BPF_CORE_READ(ctx, args[i]);
+	/* constant offsets: the verifier refuses a variable one into ctx */
+	struct sc c = {
+		.nr = nr,
+		.a = {ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4], ctx->args[5]},
+	};
 	__u64 key = bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&inflight, &key, &c, BPF_ANY);
 	return 0;
@@ -503,14 +507,16 @@ int sys_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/raw_syscalls/sys_exit")
 int sys_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	if (!wanted(ctx->id))
+		return 0;
 	__u64 key = bpf_get_current_pid_tgid();
 	struct sc *p = bpf_map_lookup_elem(&inflight, &key);
 	if (!p)
 		return 0;
 	struct sc c = *p;
 	bpf_map_delete_elem(&inflight, &key);
-	c.ret = BPF_CORE_READ(ctx, ret);
-	if (c.ret < 0 || c.nr != BPF_CORE_READ(ctx, id))
+	c.ret = ctx->ret;
+	if (c.ret < 0 || c.nr != ctx->id)
 		return 0;
 	judge(&c);
 	return 0;
