@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,7 @@ type EBPF struct {
 	wg      sync.WaitGroup
 
 	events, lost, delivered, unconfirmed atomic.Uint64
+	missedSeen                           uint64 // kprobe tier: MissedReturns last read
 }
 
 type ebpfTarget struct {
@@ -322,7 +324,16 @@ func (e *EBPF) pollLost(ctx context.Context) {
 		case <-tick.C:
 		}
 		var moved []uint32
+		missed := e.bt.MissedReturns()
 		e.mu.Lock()
+		if missed != e.missedSeen {
+			// A dropped kretprobe may be a lost change to any target.
+			e.o.log.Warn("kretprobes missed returns; treating every target as changed", "missed", missed-e.missedSeen)
+			e.missedSeen = missed
+			for id := range e.byID {
+				moved = append(moved, id)
+			}
+		}
 		for id, tgs := range e.byID {
 			n := e.bt.Lost(id)
 			if n == tgs[0].lostSeen {
@@ -332,7 +343,9 @@ func (e *EBPF) pollLost(ctx context.Context) {
 			for _, tg := range tgs {
 				tg.lostSeen = n
 			}
-			moved = append(moved, id)
+			if !slices.Contains(moved, id) {
+				moved = append(moved, id)
+			}
 		}
 		e.mu.Unlock()
 		for _, id := range moved {

@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/flockerha/flocker/bpf"
+	"github.com/flockerha/flocker/internal/rig"
+	"github.com/flockerha/flocker/internal/rig/rigtest"
 	"github.com/flockerha/flocker/internal/testutil"
-	"github.com/flockerha/flocker/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,6 +32,7 @@ const changeWait = 30 * time.Second
 
 func mountTmpfs(t *testing.T) string {
 	t.Helper()
+	testutil.RequireRoot(t)
 	dir := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -44,14 +46,12 @@ func mountTmpfs(t *testing.T) string {
 	return dir
 }
 
-// zfsFuseDataset gives a fresh zfs-fuse pool's root dataset, mounted.
+// zfsFuseDataset gives a fresh zfs-fuse dataset, mounted, from the rig.
 func zfsFuseDataset(t *testing.T) (string, string) {
 	t.Helper()
-	cli := snapshot.NewCLI("", "", testLog(t))
-	_, err := cli.Zpool(context.Background(), "list")
-	testutil.RequireNoError(t, "zfs tools answering (zfs-fuse daemon running?)", err)
-	testutil.RequireNoError(t, "zfs-fuse answering FUSE requests", zfsFuseMountsAnswer())
-	return zfsFusePool(t, cli)
+	p := rigtest.Pool(t, rig.PoolOptions{Size: 128 << 20})
+	ds := rigtest.Dataset(t, p, "ds", nil)
+	return ds.Name, ds.Mountpoint
 }
 
 func newTestEBPF(t *testing.T, tier string, opts ...EBPFOption) *EBPF {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,15 +29,19 @@ import (
 const guestEnv = "FLOCKER_VM_GUEST_DATASET"
 
 // guestScenario creates pool tank on the guest's disk with dataset tank/ds,
-// then runs one test of the copied test binary.
+// then runs the copied test binary with the arguments and environment the
+// host put beside it.
 const guestScenario = `#!/bin/sh
 set -eu
 modprobe zfs
 zpool create -f tank /dev/disk/by-id/virtio-pool0
 zfs create tank/ds
 rc=0
-CI=true ` + guestEnv + `=tank/ds /share/agent.test -test.v -test.count=1 -test.timeout=10m $(cat /share/args) >/out/test.log 2>&1 || rc=$?
-echo "agent.test exit $rc"
+set -a
+. /share/env
+set +a
+/share/test.bin -test.v -test.count=1 -test.timeout=15m $(cat /share/args) >/out/test.log 2>&1 || rc=$?
+echo "test binary exit $rc"
 tail -n 30 /out/test.log
 exit $rc
 `
@@ -51,37 +56,40 @@ func guestDataset() (string, string) {
 	return ds, "/" + ds
 }
 
-// runInGuest runs this package's tests matching pattern in a VM guest and
-// fails t with the guest's output when they fail. extra are more arguments
-// for the test binary (e.g. -test.bench).
-func runInGuest(t *testing.T, pattern string, extra ...string) string {
+// runInGuest compiles the tests of package dir pkg, boots a VM guest with a
+// pool and runs them there with args and env (guestEnv and CI=true are
+// added); it fails t with the guest's output when they fail, and returns
+// that output.
+func runInGuest(t testing.TB, pkg string, env map[string]string, args ...string) string {
 	t.Helper()
 	img := vmtest.RequireImages(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "agent.test")
-	build := exec.Command("go", "test", "-c", "-o", bin, ".")
+	bin := filepath.Join(dir, "test.bin")
+	build := exec.Command("go", "test", "-c", "-o", bin, pkg)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("compiling the test binary for the guest: %v\n%s", err, out)
+		t.Fatalf("compiling the tests of %s for the guest: %v\n%s", pkg, err, out)
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// FLOCKER_VM_GUEST_RUN narrows what the guest runs (when debugging).
-	if p := os.Getenv("FLOCKER_VM_GUEST_RUN"); p != "" {
-		pattern = p
+	var envText strings.Builder
+	for k, v := range map[string]string{"CI": "true", guestEnv: "tank/ds"} {
+		fmt.Fprintf(&envText, "%s=%s\n", k, v)
 	}
-	args := append([]string{"-test.run", pattern}, extra...)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	for k, v := range env {
+		fmt.Fprintf(&envText, "%s=%s\n", k, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	start := time.Now()
 	res, err := vmtest.Run(ctx, vmtest.Spec{
 		Images:  img,
 		Guests:  []vmtest.Guest{{Name: "ebpf", Disks: []vmtest.Disk{{Serial: "pool0"}}, Out: true, MemoryMiB: 1536}},
 		Script:  guestScenario,
-		Files:   map[string][]byte{"agent.test": data, "args": []byte(strings.Join(args, " "))},
-		Timeout: 15 * time.Minute,
+		Files:   map[string][]byte{"test.bin": data, "args": []byte(strings.Join(args, " ")), "env": []byte(envText.String())},
+		Timeout: 20 * time.Minute,
 		Log:     slog.New(slog.NewTextHandler(tWriter{t}, nil)),
 	})
 	if err != nil {
@@ -89,11 +97,21 @@ func runInGuest(t *testing.T, pattern string, extra ...string) string {
 	}
 	g := res.Guests[0]
 	out := string(g.Out["test.log"])
-	t.Logf("guest ran %s in %v (kernel %s, zfs %s):\n%s", pattern, time.Since(start).Round(time.Second), img.KernelRelease, img.ZFSVersion, out)
+	t.Logf("guest ran %s %v in %v (kernel %s, zfs %s):\n%s", pkg, args, time.Since(start).Round(time.Second), img.KernelRelease, img.ZFSVersion, out)
 	if err := res.Err(); err != nil {
 		t.Fatalf("in the guest: %v", err)
 	}
 	return out
+}
+
+// runTestInGuest runs this package's tests matching pattern in a guest.
+// FLOCKER_VM_GUEST_RUN narrows what the guest runs (when debugging).
+func runTestInGuest(t *testing.T, pattern string) {
+	t.Helper()
+	if p := os.Getenv("FLOCKER_VM_GUEST_RUN"); p != "" {
+		pattern = p
+	}
+	runInGuest(t, ".", nil, "-test.run", pattern)
 }
 
 // guestOps are the changes the VM test drives on a real OpenZFS dataset,
@@ -175,7 +193,7 @@ func guestOps() []op {
 func TestEBPFOpenZFS(t *testing.T) {
 	ds, mp := guestDataset()
 	if ds == "" {
-		runInGuest(t, "^TestEBPFOpenZFS$")
+		runTestInGuest(t, "^TestEBPFOpenZFS$")
 		return
 	}
 	testutil.RequireRoot(t)
@@ -245,7 +263,7 @@ func loopWrite(t *testing.T, backing string) func() error {
 func TestEBPFLoopDevice(t *testing.T) {
 	ds, mp := guestDataset()
 	if ds == "" {
-		runInGuest(t, "^TestEBPFLoopDevice$")
+		runTestInGuest(t, "^TestEBPFLoopDevice$")
 		return
 	}
 	testutil.RequireRoot(t)
@@ -316,5 +334,45 @@ func TestEBPFLoopDevice(t *testing.T) {
 			}
 			t.Logf("%s stats %+v", tier, n.Stats())
 		})
+	}
+}
+
+// BenchmarkGuestPwriteOverhead runs bpf's BenchmarkPwriteOverhead in a
+// guest (stock 6.1 kernel, the tracked filesystem an OpenZFS dataset), where
+// fentry and kprobe load too, and reports the cost fentry adds per tracked
+// write as a fraction of what the tracepoint tier adds in the same run. TCG
+// timings are slow and noisy: read the ratios, not the nanoseconds.
+func BenchmarkGuestPwriteOverhead(b *testing.B) {
+	for b.Loop() {
+		out := runInGuest(b, "../bpf", map[string]string{
+			"FLOCKER_BENCH_DIR": "/tank/ds", "FLOCKER_BENCH_WRITES": "20000",
+			"FLOCKER_BENCH_ROUNDS": "5", "FLOCKER_BENCH_EVENT_WRITES": "100000",
+		}, "-test.run", "^$", "-test.bench", "^BenchmarkPwriteOverhead$", "-test.benchtime", "1x")
+		added := map[string]float64{}
+		for line := range strings.Lines(out) {
+			f := strings.Fields(line)
+			if len(f) == 0 || !strings.HasPrefix(f[0], "BenchmarkPwriteOverhead/") {
+				continue
+			}
+			name := strings.TrimPrefix(f[0], "BenchmarkPwriteOverhead/")
+			name = name[:strings.LastIndexByte(name, '-')] // the GOMAXPROCS suffix
+			for i := 1; i+1 < len(f); i++ {
+				if f[i+1] == "ns-added/pwrite-tracked" {
+					if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+						added[name] = v
+					}
+				}
+			}
+		}
+		b.Logf("guest: ns added per tracked pwrite: %v", added)
+		if tp, fe := added["tracepoint"], added["fentry"]; tp > 0 && fe != 0 {
+			b.ReportMetric(fe/tp, "fentry/tracepoint-added")
+		}
+		if tp, kp := added["tracepoint"], added["kprobe"]; tp > 0 && kp != 0 {
+			b.ReportMetric(kp/tp, "kprobe/tracepoint-added")
+		}
+		if tp, e := added["tracepoint"], added["empty-tp_btf-sys_exit"]; tp > 0 {
+			b.ReportMetric(e/tp, "empty-sys_exit/tracepoint-added")
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,6 +174,7 @@ type Tier struct {
 
 	coll   *ebpf.Collection
 	links  []link.Link
+	kret   map[string]link.Link // kprobe tier: function -> its kretprobe
 	reader *ringbuf.Reader
 	// memMu guards the mapping against Close: Arm, Dirty and Lost hold it
 	// shared, Close exclusively before unmapping.
@@ -305,6 +307,12 @@ func loadTier(opts TierOptions) (_ *Tier, err error) {
 			a.Err = OneLine(err.Error())
 		} else {
 			t.links = append(t.links, l)
+			if fn, ok := strings.CutPrefix(a.Section, "kretprobe/"); ok {
+				if t.kret == nil {
+					t.kret = map[string]link.Link{}
+				}
+				t.kret[fn] = l
+			}
 		}
 		t.attachments = append(t.attachments, a)
 	}
@@ -820,6 +828,55 @@ func (t *Tier) Lost(id uint32) uint64 {
 		return 0
 	}
 	return atomic.LoadUint64(&t.state.Lost[id])
+}
+
+// MissedReturns counts the returns the kernel did not report to the
+// kprobe tier's kretprobes because more calls were in flight than it keeps
+// instances for: each may be a lost change, so a count that moved means
+// "every target may be dirty". It reads the link's own count where the
+// kernel has one (6.7+) and tracefs's kprobe_profile otherwise, where the
+// count is by function name and may include other tools' probes of the
+// same function (a false positive at worst). Zero for the other tiers.
+func (t *Tier) MissedReturns() uint64 {
+	if len(t.kret) == 0 {
+		return 0
+	}
+	var total uint64
+	profiled := map[string]bool{}
+	for fn, l := range t.kret {
+		info, err := l.Info()
+		if err != nil {
+			profiled[fn] = true // tracefs-made: counted below
+			continue
+		}
+		if pe := info.PerfEvent(); pe != nil {
+			if kp := pe.Kprobe(); kp != nil {
+				total += kp.Missed
+				if kp.Missed == 0 {
+					profiled[fn] = true // may be a kernel without the count
+				}
+				continue
+			}
+		}
+		profiled[fn] = true
+	}
+	for _, dir := range tracefsDirs {
+		b, err := os.ReadFile(dir + "/kprobe_profile")
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) != 3 || !profiled[f[0]] {
+				continue
+			}
+			if n, err := strconv.ParseUint(f[2], 10, 64); err == nil {
+				total += n
+			}
+		}
+		break
+	}
+	return total
 }
 
 // SetDeadline makes a blocked or later ReadEvent return an error wrapping

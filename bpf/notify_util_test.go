@@ -27,6 +27,7 @@ func kernelDev(t testing.TB, path string) uint32 {
 // unmounts it when the test ends.
 func tmpfs(t testing.TB) string {
 	t.Helper()
+	testutil.RequireRoot(t)
 	dir := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
