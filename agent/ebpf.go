@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,7 +84,7 @@ type EBPF struct {
 	wg      sync.WaitGroup
 
 	events, lost, delivered, unconfirmed atomic.Uint64
-	missedSeen                           uint64 // kprobe tier: MissedReturns last read
+	missedSeen                           uint64 // bt.Missed() last read
 }
 
 type ebpfTarget struct {
@@ -323,15 +322,19 @@ func (e *EBPF) pollLost(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		var moved []uint32
-		missed := e.bt.MissedReturns()
+		type moved struct {
+			id   uint32
+			hook string
+		}
+		var found []moved
+		missed := e.bt.Missed()
 		e.mu.Lock()
 		if missed != e.missedSeen {
-			// A dropped kretprobe may be a lost change to any target.
-			e.o.log.Warn("kretprobes missed returns; treating every target as changed", "missed", missed-e.missedSeen)
+			// A skipped program run may be a lost change to any target.
+			e.o.log.Warn("the kernel skipped runs of the notifier's programs; treating every target as changed", "missed", missed-e.missedSeen)
 			e.missedSeen = missed
 			for id := range e.byID {
-				moved = append(moved, id)
+				found = append(found, moved{id, "missed"})
 			}
 		}
 		for id, tgs := range e.byID {
@@ -343,14 +346,12 @@ func (e *EBPF) pollLost(ctx context.Context) {
 			for _, tg := range tgs {
 				tg.lostSeen = n
 			}
-			if !slices.Contains(moved, id) {
-				moved = append(moved, id)
-			}
+			found = append(found, moved{id, "lost"})
 		}
 		e.mu.Unlock()
-		for _, id := range moved {
+		for _, m := range found {
 			select {
-			case e.work <- rawEvent{id: id, hook: "lost", at: time.Now()}:
+			case e.work <- rawEvent{id: m.id, hook: m.hook, at: time.Now()}:
 			case <-ctx.Done():
 				return
 			}

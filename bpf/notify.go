@@ -175,6 +175,7 @@ type Tier struct {
 	coll   *ebpf.Collection
 	links  []link.Link
 	kret   map[string]link.Link // kprobe tier: function -> its kretprobe
+	progs  []*ebpf.Program      // attached, kept open for their statistics
 	reader *ringbuf.Reader
 	// memMu guards the mapping against Close: Arm, Dirty and Lost hold it
 	// shared, Close exclusively before unmapping.
@@ -486,12 +487,13 @@ func (t *Tier) loadAttach(spec *ebpf.CollectionSpec, name string) (link.Link, er
 	}
 	prog := coll.Programs[name]
 	delete(coll.Programs, name)
-	coll.Close() // the maps are t.coll's; the program is closed once linked
-	defer prog.Close()
+	coll.Close() // the maps are t.coll's
 	l, err := attach(spec.Programs[name], prog)
 	if err != nil {
+		prog.Close()
 		return nil, fmt.Errorf("attach: %w", kernelError(err))
 	}
+	t.progs = append(t.progs, prog)
 	return l, nil
 }
 
@@ -830,18 +832,26 @@ func (t *Tier) Lost(id uint32) uint64 {
 	return atomic.LoadUint64(&t.state.Lost[id])
 }
 
-// MissedReturns counts the returns the kernel did not report to the
-// kprobe tier's kretprobes because more calls were in flight than it keeps
-// instances for: each may be a lost change, so a count that moved means
-// "every target may be dirty". It reads the link's own count where the
-// kernel has one (6.7+) and tracefs's kprobe_profile otherwise, where the
-// count is by function name and may include other tools' probes of the
-// same function (a false positive at worst). Zero for the other tiers.
-func (t *Tier) MissedReturns() uint64 {
-	if len(t.kret) == 0 {
-		return 0
-	}
+// Missed counts the runs of this tier's programs the kernel skipped, each
+// of which may be a lost change, so a count that moved means "every target
+// may be dirty":
+//   - recursion misses (5.12+): a program was due while another BPF program
+//     ran on that CPU (an fexit hook hit from an interrupt during another);
+//   - the kprobe tier's kretprobe misses: more calls in flight than the
+//     kernel keeps instances for. From the link's own count where the
+//     kernel has one (6.7+), else from tracefs's kprobe_profile, which counts
+//     by function name and may include other tools' probes of the same
+//     function (a false positive at worst).
+func (t *Tier) Missed() uint64 {
 	var total uint64
+	for _, p := range t.progs {
+		if st, err := p.Stats(); err == nil {
+			total += st.RecursionMisses
+		}
+	}
+	if len(t.kret) == 0 {
+		return total
+	}
 	profiled := map[string]bool{}
 	for fn, l := range t.kret {
 		info, err := l.Info()
@@ -877,6 +887,19 @@ func (t *Tier) MissedReturns() uint64 {
 		break
 	}
 	return total
+}
+
+// RunStats sums the run counts and run time of the tier's programs. The
+// kernel keeps them only while BPF statistics are on (ebpf.EnableStats,
+// or the sysctl kernel.bpf_stats_enabled): benchmarks use them.
+func (t *Tier) RunStats() (runs uint64, runtime time.Duration) {
+	for _, p := range t.progs {
+		if st, err := p.Stats(); err == nil {
+			runs += st.RunCount
+			runtime += st.Runtime
+		}
+	}
+	return runs, runtime
 }
 
 // SetDeadline makes a blocked or later ReadEvent return an error wrapping
@@ -925,6 +948,9 @@ func (t *Tier) Close() error {
 	var errs []error
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
+	}
+	for _, p := range t.progs {
+		errs = append(errs, p.Close())
 	}
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())

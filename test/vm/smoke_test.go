@@ -100,7 +100,12 @@ func TestSmoke(t *testing.T) {
 // probeReport is the part of `flocker probe --json` this test judges.
 type probeReport struct {
 	Kernel map[string]json.RawMessage `json:"kernel"`
-	ZFS    struct {
+	Tiers  []struct {
+		Name      string `json:"name"`
+		Available bool   `json:"available"`
+		Reason    string `json:"reason"`
+	} `json:"tiers"`
+	ZFS struct {
 		Dialect string `json:"dialect"`
 		Version string `json:"version"`
 	} `json:"zfs"`
@@ -136,6 +141,19 @@ func checkProbe(t *testing.T, g *vmtest.GuestResult, img *vmtest.Images) {
 		}
 		if !c.Available {
 			t.Errorf("%s: kernel.%s unavailable in the guest: %s", g.Name, name, c.Reason)
+		}
+	}
+	// The eBPF tiers' real programs load and attach in the stock kernel.
+	avail := map[string]bool{}
+	for _, tier := range rep.Tiers {
+		avail[tier.Name] = tier.Available
+		if !tier.Available && tier.Name != "fanotify" {
+			t.Errorf("%s: notifier tier %s unavailable in the guest: %s", g.Name, tier.Name, tier.Reason)
+		}
+	}
+	for _, name := range []string{"fentry", "kprobe", "tracepoint", "block"} {
+		if _, ok := avail[name]; !ok {
+			t.Errorf("%s: probe lists no tier %s", g.Name, name)
 		}
 	}
 	if rep.ZFS.Dialect != "openzfs" {
