@@ -453,7 +453,8 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = regs->orig_ax;
-	if (ret < 0 || !state.active || !wanted(nr))
+	/* The call is done: with no target clean there is nothing to mark. */
+	if (ret < 0 || fast_skip() || !state.active || !wanted(nr))
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (compat_task(t))
@@ -516,7 +517,7 @@ int sys_exit(struct trace_event_raw_sys_exit *ctx)
 	struct sc c = *p;
 	bpf_map_delete_elem(&inflight, &key);
 	c.ret = ctx->ret;
-	if (c.ret < 0 || c.nr != ctx->id)
+	if (c.ret < 0 || c.nr != ctx->id || fast_skip())
 		return 0;
 	judge(&c);
 	return 0;
