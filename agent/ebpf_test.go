@@ -17,6 +17,7 @@ import (
 	"github.com/flockerha/flocker/internal/rig"
 	"github.com/flockerha/flocker/internal/rig/rigtest"
 	"github.com/flockerha/flocker/internal/testutil"
+	"github.com/flockerha/flocker/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -508,5 +509,28 @@ func TestNewEBPFRefusals(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("attachments %+v: want fexit/vfs_write required and refused with EPERM at load", te.Attachments)
+	}
+}
+
+// The block tier refuses zfs-fuse (its pools are files, not block
+// devices), with the reason; zfs-fuse cannot say what was written.
+func TestEBPFBlockRefusesZFSFuse(t *testing.T) {
+	name, dir := zfsFuseDataset(t)
+	ctx := context.Background()
+	queries, err := NewZFSBlockQueries(ctx, snapshot.NewCLI("", "", testLog(t)), testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok, err := queries.Written(ctx, name); ok || err != nil {
+		t.Errorf("written on zfs-fuse: %d %v %v, want not known", n, ok, err)
+	}
+	pool, _, _ := strings.Cut(name, "/")
+	if _, err := queries.PoolDevices(ctx, pool); err == nil {
+		t.Errorf("vdevs of zfs-fuse pool %s: no error", pool)
+	}
+	n := newTestEBPF(t, TierBlock, EBPFBlockZFS(queries))
+	err = n.Add(ctx, Target{Name: name, Mountpoint: dir})
+	if err == nil || !strings.Contains(err.Error(), "zfs-fuse") || !strings.Contains(err.Error(), "block device") {
+		t.Fatalf("block tier on zfs-fuse: %v, want a refusal naming zfs-fuse and block devices", err)
 	}
 }

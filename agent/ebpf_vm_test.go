@@ -273,12 +273,16 @@ func TestEBPFLoopDevice(t *testing.T) {
 	testutil.RequireRoot(t)
 	cli := snapshot.NewCLI("", "", testLog(t))
 	ctx := context.Background()
+	queries, err := NewZFSBlockQueries(ctx, cli, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, tier := range []string{TierBlock, TierFentry, TierKprobe, TierTracepoint} {
 		t.Run(tier, func(t *testing.T) {
 			run := loopWrite(t, filepath.Join(mp, fmt.Sprintf("loop-%d.img", i)))
 			var opts []EBPFOption
 			if tier == TierBlock {
-				opts = append(opts, EBPFBlockZFS(CLIBlockZFS{CLI: cli}))
+				opts = append(opts, EBPFBlockZFS(queries))
 			}
 			n := newTestEBPF(t, tier, opts...)
 			if err := n.Add(ctx, Target{Name: ds, Mountpoint: mp}); err != nil {
@@ -294,7 +298,7 @@ func TestEBPFLoopDevice(t *testing.T) {
 			}
 			time.Sleep(6 * time.Second) // a txg (5 s) carrying the snapshot
 			settle(n)
-			if w, ok, err := (CLIBlockZFS{CLI: cli}).Written(ctx, ds); err != nil || !ok || w != 0 {
+			if w, ok, err := queries.Written(ctx, ds); err != nil || !ok || w != 0 {
 				t.Fatalf("written before the loop write: %d %v %v, want 0", w, ok, err)
 			}
 			if tier == TierBlock {

@@ -4,27 +4,39 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
+	"log/slog"
 	"strings"
 
 	"github.com/flockerha/flocker/snapshot"
 	"golang.org/x/sys/unix"
 )
 
-// CLIBlockZFS answers the block tier's questions with the zfs and zpool
-// tools.
-type CLIBlockZFS struct {
+// ZFSBlockQueries answers the block tier's questions: the pool's vdevs
+// from the zpool tool, `written` through the ZFS adapter.
+type ZFSBlockQueries struct {
 	CLI *snapshot.CLI
+	ZFS *snapshot.ZFS
 }
 
-var _ BlockZFS = CLIBlockZFS{}
+var _ BlockZFS = ZFSBlockQueries{}
+
+// NewZFSBlockQueries detects the ZFS dialect cli runs and returns the
+// block tier's queries over it.
+func NewZFSBlockQueries(ctx context.Context, cli *snapshot.CLI, log *slog.Logger) (ZFSBlockQueries, error) {
+	z, err := snapshot.New(ctx, cli, log)
+	if err != nil {
+		return ZFSBlockQueries{}, fmt.Errorf("block tier: %w", err)
+	}
+	return ZFSBlockQueries{CLI: cli, ZFS: z}, nil
+}
 
 // PoolDevices returns the block devices of every leaf vdev of pool (data,
 // log, cache and spare), from `zpool list -vHP`. A leaf that is not a block
 // device (a file vdev) is an error: its writes reach a filesystem, whose
 // device also carries everything else written there.
-func (z CLIBlockZFS) PoolDevices(ctx context.Context, pool string) ([]uint32, error) {
+func (z ZFSBlockQueries) PoolDevices(ctx context.Context, pool string) ([]uint32, error) {
 	out, err := z.CLI.Zpool(ctx, "list", "-v", "-H", "-P", pool)
 	if err != nil {
 		return nil, fmt.Errorf("listing the vdevs of pool %s: %w", pool, err)
@@ -67,21 +79,13 @@ func vdevPaths(out string) []string {
 
 // Written reads a dataset's `written` property: bytes written since its
 // newest snapshot. ok is false where ZFS has no such property (zfs-fuse).
-func (z CLIBlockZFS) Written(ctx context.Context, dataset string) (uint64, bool, error) {
-	out, err := z.CLI.ZFS(ctx, "get", "-Hp", "-o", "value", "written", dataset)
-	if err != nil {
-		if ce, ok := err.(*snapshot.CmdError); ok && strings.Contains(ce.Stderr, "invalid property") {
-			return 0, false, nil
-		}
-		return 0, false, fmt.Errorf("reading written of %s: %w", dataset, err)
-	}
-	v := strings.TrimSpace(string(out))
-	if v == "-" {
+func (z ZFSBlockQueries) Written(ctx context.Context, dataset string) (uint64, bool, error) {
+	n, err := z.ZFS.Written(ctx, dataset)
+	if errors.Is(err, snapshot.ErrUnsupported) {
 		return 0, false, nil
 	}
-	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, false, fmt.Errorf("written of %s: %q is not a number", dataset, v)
+		return 0, false, err
 	}
 	return n, true, nil
 }
