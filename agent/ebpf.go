@@ -402,7 +402,7 @@ func (e *EBPF) flush(ctx context.Context, tg *ebpfTarget) {
 	hook, at := tg.hook, tg.at
 	e.mu.Unlock()
 	for {
-		report := e.tier != TierBlock || e.confirm(ctx, tg)
+		report := e.watching(tg) && (e.tier != TierBlock || e.confirm(ctx, tg))
 		if report {
 			// 2. Flush, so the snapshot holds what the mappings stored
 			//    and the pages are write-protected again.
@@ -421,6 +421,13 @@ func (e *EBPF) flush(ctx context.Context, tg *ebpfTarget) {
 		tg.again = false
 		e.mu.Unlock()
 	}
+}
+
+// watching reports whether tg is still watched (not removed since).
+func (e *EBPF) watching(tg *ebpfTarget) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.byName[tg.Name] == tg
 }
 
 // idle reports whether no event waits to be handled and no flush or
