@@ -402,7 +402,9 @@ func TestEBPFMmapRearm(t *testing.T) {
 // With the reader stalled behind a full ring buffer, a change still
 // arrives, through the lost counter.
 func TestEBPFLostCounterReports(t *testing.T) {
-	dir := mountTmpfs(t)
+	// Both mounts first: cleanups run last-in first-out, and the notifier
+	// must be closed (no syncfs in flight) before they are unmounted.
+	dir, other := mountTmpfs(t), mountTmpfs(t)
 	n := newTestEBPF(t, TierTracepoint, EBPFRingBufferSize(os.Getpagesize()), EBPFLostPoll(20*time.Millisecond))
 	if err := n.Add(context.Background(), Target{Name: "tmp", Mountpoint: dir}); err != nil {
 		t.Fatal(err)
@@ -413,7 +415,6 @@ func TestEBPFLostCounterReports(t *testing.T) {
 	// a second target, re-arming it directly, faster than anything reads.
 	// (The reader does read meanwhile, so keep going until the lost
 	// counter moves.)
-	other := mountTmpfs(t)
 	if err := n.Add(context.Background(), Target{Name: "other", Mountpoint: other}); err != nil {
 		t.Fatal(err)
 	}
