@@ -76,7 +76,6 @@ type EBPF struct {
 	pending []Change                 // to deliver, oldest first, one per dataset
 	wake    chan struct{}            // pending grew
 	closed  bool
-	ctx     context.Context // cancelled by Close
 
 	work    chan rawEvent
 	changes chan Change
@@ -143,7 +142,7 @@ func NewEBPF(tier string, opts ...EBPFOption) (Notifier, error) {
 		tier: tier, bt: bt, o: o,
 		byName: map[string]*ebpfTarget{}, byID: map[uint32][]*ebpfTarget{},
 		wake: make(chan struct{}, 1), work: make(chan rawEvent, 64), changes: make(chan Change),
-		cancel: cancel, ctx: ctx,
+		cancel: cancel,
 	}
 	e.wg.Go(func() { e.read(ctx) })
 	e.wg.Go(func() { e.pollLost(ctx) })
@@ -185,16 +184,13 @@ func (e *EBPF) Add(ctx context.Context, t Target) error {
 		return fmt.Errorf("target %s: %w", t.Mountpoint, err)
 	}
 
+	if e.tier == TierBlock {
+		return e.addBlock(ctx, t, dev, mounts)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return errors.New("ebpf notifier: closed")
-	}
-	if _, ok := e.byName[t.Name]; ok {
-		return fmt.Errorf("%s notifier: %q is already watched", e.tier, t.Name)
-	}
-	if e.tier == TierBlock {
-		return e.addBlockLocked(ctx, t, dev, mounts)
+	if err := e.addableLocked(t); err != nil {
+		return err
 	}
 	var paths []string
 	for _, m := range mounts {
@@ -216,27 +212,55 @@ func (e *EBPF) Add(ctx context.Context, t Target) error {
 	return nil
 }
 
-// addBlockLocked watches t's pool's devices, shared by its datasets.
-func (e *EBPF) addBlockLocked(ctx context.Context, t Target, dev uint32, mounts []mountEntry) error {
+func (e *EBPF) addableLocked(t Target) error {
+	if e.closed {
+		return errors.New("ebpf notifier: closed")
+	}
+	if _, ok := e.byName[t.Name]; ok {
+		return fmt.Errorf("%s notifier: %q is already watched", e.tier, t.Name)
+	}
+	return nil
+}
+
+// addBlock watches t's pool's devices, shared by its datasets. The pool's
+// vdevs are listed without the lock held (a zpool run), so events keep
+// flowing meanwhile.
+func (e *EBPF) addBlock(ctx context.Context, t Target, dev uint32, mounts []mountEntry) error {
 	for _, m := range mounts {
 		if m.dev == dev && m.fstype == "fuse.zfs" {
 			return fmt.Errorf("block notifier: target %s is on zfs-fuse, which writes its pool through files, not a block device this tier could watch", t.Mountpoint)
 		}
 	}
 	pool, _, _ := strings.Cut(t.Name, "/")
-	for _, other := range e.byName {
-		if other.pool == pool {
-			tg := &ebpfTarget{Target: t, id: other.id, lostSeen: other.lostSeen, pool: pool}
-			e.byName[t.Name] = tg
-			e.byID[tg.id] = append(e.byID[tg.id], tg)
-			return nil
+	// joinLocked adds t to its pool's target when the pool is watched.
+	joinLocked := func() bool {
+		for _, other := range e.byName {
+			if other.pool == pool {
+				tg := &ebpfTarget{Target: t, id: other.id, lostSeen: other.lostSeen, pool: pool}
+				e.byName[t.Name] = tg
+				e.byID[tg.id] = append(e.byID[tg.id], tg)
+				return true
+			}
 		}
+		return false
+	}
+	e.mu.Lock()
+	err := e.addableLocked(t)
+	joined := err == nil && joinLocked()
+	e.mu.Unlock()
+	if err != nil || joined {
+		return err
 	}
 	qctx, cancel := context.WithTimeout(ctx, blockQueryTimeout)
 	defer cancel()
 	devs, err := e.o.zfs.PoolDevices(qctx, pool)
 	if err != nil {
 		return fmt.Errorf("block notifier: target %s: %w", t.Name, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.addableLocked(t); err != nil || joinLocked() {
+		return err // closed, added, or its pool watched meanwhile
 	}
 	id, err := e.bt.AddTarget(bpf.Target{Devs: devs})
 	if err != nil {
