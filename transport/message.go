@@ -81,6 +81,7 @@ const (
 	maxErrorTextLen   = 4096    // free text in Error, TransferDone, Ack
 	maxErrorCodeLen   = 64      // Error.Code
 	maxEstimatedBytes = 1 << 56 // 64 PiB: no single zfs send is larger
+	maxResumeTokenLen = 4096    // OpenZFS tokens are a few hundred bytes of hex
 )
 
 // Hello opens the control stream in both directions: the dialer sends first,
@@ -110,6 +111,10 @@ type Snapshot struct {
 type SnapshotList struct {
 	Dataset   string     `json:"dataset"`
 	Snapshots []Snapshot `json:"snapshots"`
+	// ResumeToken is the receive_resume_token of a partial receive the
+	// sender of the list holds (OpenZFS `receive -s`); the other side
+	// continues it with `zfs send -t` instead of starting over. Optional.
+	ResumeToken string `json:"resume_token,omitempty"`
 }
 
 // TransferBegin is the header frame of a transfer stream: a zfs send of
@@ -120,6 +125,10 @@ type TransferBegin struct {
 	BaseGUID       uint64 `json:"base_guid,omitempty"`
 	TargetGUID     uint64 `json:"target_guid"`
 	EstimatedBytes uint64 `json:"estimated_bytes,omitempty"` // 0: unknown
+	// Target is the target snapshot's name (the part after '@'): the
+	// receiver reads the received snapshot's properties by name instead of
+	// listing them all, and names it in its logs. Optional.
+	Target string `json:"target,omitempty"`
 }
 
 // TransferDone is the sender's account of a transfer on the control stream:
@@ -139,6 +148,9 @@ type Ack struct {
 	Dataset      string `json:"dataset"`
 	ReceivedGUID uint64 `json:"received_guid,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// Code classifies Error for the sender (lower_snake_case, like
+	// Error.Code), e.g. "pool_full" or "bad_stream". Optional.
+	Code string `json:"code,omitempty"`
 }
 
 // Error reports a failure that is not tied to one transfer.
@@ -203,7 +215,7 @@ func (m SnapshotList) Validate() error {
 			return fieldError(field+".creation", "missing")
 		}
 	}
-	return nil
+	return checkResumeToken("resume_token", m.ResumeToken)
 }
 
 func (m TransferBegin) Validate() error {
@@ -221,6 +233,9 @@ func (m TransferBegin) Validate() error {
 	}
 	if m.EstimatedBytes > maxEstimatedBytes {
 		return fieldError("estimated_bytes", fmt.Sprintf("%d is absurd", m.EstimatedBytes))
+	}
+	if m.Target != "" {
+		return checkName("target", m.Target, true)
 	}
 	return nil
 }
@@ -248,6 +263,14 @@ func (m Ack) Validate() error {
 	if m.Error == "" && m.ReceivedGUID == 0 {
 		return fieldError("received_guid", "missing (and no error)")
 	}
+	if m.Code != "" {
+		if m.Error == "" {
+			return fieldError("code", "set without an error")
+		}
+		if err := checkCode("code", m.Code); err != nil {
+			return err
+		}
+	}
 	return checkText("error", m.Error, maxErrorTextLen)
 }
 
@@ -255,15 +278,45 @@ func (m Error) Validate() error {
 	if m.Code == "" {
 		return fieldError("code", "missing")
 	}
-	if len(m.Code) > maxErrorCodeLen {
-		return fieldError("code", fmt.Sprintf("%d bytes, at most %d", len(m.Code), maxErrorCodeLen))
-	}
-	for _, r := range m.Code {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
-			return fieldError("code", fmt.Sprintf("%q: want lower_snake_case", m.Code))
-		}
+	if err := checkCode("code", m.Code); err != nil {
+		return err
 	}
 	return checkText("message", m.Message, maxErrorTextLen)
+}
+
+// checkCode accepts a lower_snake_case code of at most maxErrorCodeLen bytes.
+func checkCode(field, code string) error {
+	if len(code) > maxErrorCodeLen {
+		return fieldError(field, fmt.Sprintf("%d bytes, at most %d", len(code), maxErrorCodeLen))
+	}
+	for _, r := range code {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return fieldError(field, fmt.Sprintf("%.64q: want lower_snake_case", code))
+		}
+	}
+	return nil
+}
+
+// checkResumeToken accepts an empty token or OpenZFS's form: a version
+// digit, then hex digits and '-', bounded. The token reaches `zfs send -t`
+// as one argument; the check keeps anything option-like or odd out of it.
+func checkResumeToken(field, tok string) error {
+	if tok == "" {
+		return nil
+	}
+	if len(tok) > maxResumeTokenLen {
+		return fieldError(field, fmt.Sprintf("%d bytes, at most %d", len(tok), maxResumeTokenLen))
+	}
+	if tok[0] < '0' || tok[0] > '9' {
+		return fieldError(field, "must begin with a digit (the token version)")
+	}
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '-') {
+			return fieldError(field, fmt.Sprintf("byte %q at %d: want hex digits and '-'", c, i))
+		}
+	}
+	return nil
 }
 
 func (m Heartbeat) Validate() error {
