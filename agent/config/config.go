@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/flockerha/flocker/snapshot"
 )
 
 // DefaultPath is where the agent and the operator commands look by default.
@@ -55,6 +57,21 @@ const (
 	// DefaultNotifyMode lets the agent pick the best change-notification tier
 	// this kernel supports.
 	DefaultNotifyMode = NotifyAuto
+	// DefaultNotifyInterval is the timer tier's period: when no better tier
+	// loads it bounds how long a write can wait for its snapshot, so one
+	// second keeps at most about a second of writes on one host only. A tick
+	// costs one `zfs get written` where ZFS has that property, and where it
+	// has not (zfs-fuse) a snapshot and an empty incremental send, a few
+	// zfs commands per second per dataset.
+	DefaultNotifyInterval = time.Second
+	// DefaultMinInterval is 0: a change is snapshotted at once. Coalescing
+	// needs no floor here: while a transfer is in flight at most one
+	// snapshot waits and later changes fold into it, so the snapshot rate
+	// follows what the link and the peer absorb, not the write rate.
+	DefaultMinInterval = time.Duration(0)
+	// DefaultBandwidth is 0: replication sends as fast as QUIC flow control
+	// and the peer's receive allow.
+	DefaultBandwidth = uint64(0)
 	// DefaultRole is slave: a node that knows nothing better must not claim
 	// the data; one node is made master on purpose (init --role master,
 	// promote).
@@ -96,14 +113,16 @@ var NotifyModes = []string{NotifyAuto, NotifyFentry, NotifyKprobe, NotifyTracepo
 // Config is a decoded flocker.ini. Paths are resolved: a relative path in
 // the file is taken relative to the file's directory.
 type Config struct {
-	Node     Node      `json:"node"`
-	Peer     Peer      `json:"peer"`
-	TLS      TLS       `json:"tls"`
-	Admin    Admin     `json:"admin"`
-	Datasets []Dataset `json:"datasets"` // in file order
-	Notify   Notify    `json:"notify"`
-	Failover Failover  `json:"failover"`
-	State    State     `json:"state"`
+	Node        Node        `json:"node"`
+	Peer        Peer        `json:"peer"`
+	TLS         TLS         `json:"tls"`
+	Admin       Admin       `json:"admin"`
+	Datasets    []Dataset   `json:"datasets"` // in file order
+	Snapshot    Snapshot    `json:"snapshot"`
+	Replication Replication `json:"replication"`
+	Notify      Notify      `json:"notify"`
+	Failover    Failover    `json:"failover"`
+	State       State       `json:"state"`
 
 	src *source // where each value came from; nil for a Config built in code
 }
@@ -144,9 +163,26 @@ type Dataset struct {
 	Check     string       `json:"check,omitempty"` // shell command, exit 0 = healthy
 }
 
+// Snapshot configures when the agent snapshots and what it keeps.
+type Snapshot struct {
+	// MinInterval is the least time between two snapshots of one dataset.
+	MinInterval time.Duration `json:"min_interval"`
+	// Retention prunes flocker's own snapshots on both hosts.
+	Retention snapshot.RetentionPolicy `json:"retention"`
+}
+
+// Replication configures the transfers to the peer.
+type Replication struct {
+	// Bandwidth caps one dataset's send rate in bytes per second; 0 is
+	// no cap.
+	Bandwidth uint64 `json:"bandwidth"`
+}
+
 // Notify selects how the agent learns that a dataset changed.
 type Notify struct {
 	Mode string `json:"mode"`
+	// Interval is the timer tier's period.
+	Interval time.Duration `json:"interval"`
 }
 
 // Failover holds the failure detector's timing and the optional witness.
@@ -166,11 +202,13 @@ type State struct {
 // the file's directory is known.
 func defaults() *Config {
 	return &Config{
-		Node:     Node{Listen: netip.MustParseAddrPort(DefaultListen), Status: netip.MustParseAddrPort(DefaultStatus)},
-		TLS:      TLS{Cert: DefaultCert, Key: DefaultKey},
-		Notify:   Notify{Mode: DefaultNotifyMode},
-		Failover: Failover{Heartbeat: DefaultHeartbeat, Timeout: DefaultTimeout},
-		State:    State{Role: DefaultRole},
+		Node:        Node{Listen: netip.MustParseAddrPort(DefaultListen), Status: netip.MustParseAddrPort(DefaultStatus)},
+		TLS:         TLS{Cert: DefaultCert, Key: DefaultKey},
+		Snapshot:    Snapshot{MinInterval: DefaultMinInterval, Retention: snapshot.DefaultRetention()},
+		Replication: Replication{Bandwidth: DefaultBandwidth},
+		Notify:      Notify{Mode: DefaultNotifyMode, Interval: DefaultNotifyInterval},
+		Failover:    Failover{Heartbeat: DefaultHeartbeat, Timeout: DefaultTimeout},
+		State:       State{Role: DefaultRole},
 	}
 }
 

@@ -83,7 +83,8 @@ func TestLineAndFile(t *testing.T) {
 		line         int
 	}{
 		{"node", "name", 3},
-		{"failover", "timeout", 37},
+		{"failover", "timeout", 45},
+		{"replication", "bandwidth", 37},
 		{`dataset "db.main"`, "interface", 30},
 		{`dataset "db.main"`, "stop", 27}, // absent: the header
 		{"nosuch", "key", 0},
@@ -157,4 +158,42 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseBandwidth(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		bad  bool
+	}{
+		{"0", 0, false},
+		{"0/s", 0, false},
+		{"1B", 1, false},
+		{"500kB/s", 500_000, false},
+		{"20MB", 20_000_000, false},
+		{"20MiB", 20 << 20, false},
+		{"3GiB/s", 3 << 30, false},
+		{"1GB", 1_000_000_000, false},
+		{"20", 0, true},     // a unit is required (0 excepted)
+		{"20Mbit", 0, true}, // bits are not bytes
+		{"MiB", 0, true},
+		{"-1MiB", 0, true},
+		{"+1MiB", 0, true},
+		{"1.5MiB", 0, true},
+		{"20 MiB", 0, true},
+		{"20mib", 0, true},
+		{"17179869184GiB", 0, true}, // overflows uint64
+		{"", 0, true},
+	} {
+		got, err := ParseBandwidth(tc.in)
+		if tc.bad {
+			if err == nil || !strings.Contains(err.Error(), tc.in) {
+				t.Errorf("ParseBandwidth(%q) = %d, %v; want an error naming the value", tc.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseBandwidth(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
 }

@@ -118,6 +118,10 @@ func describe(t *testing.T, c *Config) []byte {
 	fo := m["failover"].(map[string]any)
 	fo["heartbeat"] = c.Failover.Heartbeat.String()
 	fo["timeout"] = c.Failover.Timeout.String()
+	sn := m["snapshot"].(map[string]any)
+	sn["min_interval"] = c.Snapshot.MinInterval.String()
+	sn["retention"] = c.Snapshot.Retention.String()
+	m["notify"].(map[string]any)["interval"] = c.Notify.Interval.String()
 	out, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ type field struct {
 const datasetKind = `dataset "NAME"`
 
 // sectionKinds lists the sections in the order the documentation gives them.
-var sectionKinds = []string{"node", "peer", "tls", "admin", datasetKind, "notify", "failover", "state"}
+var sectionKinds = []string{"node", "peer", "tls", "admin", datasetKind, "snapshot", "replication", "notify", "failover", "state"}
 
 var schema = map[string][]field{
 	"node": {
@@ -101,8 +101,28 @@ var schema = map[string][]field{
 		{"stop", func(_ *Config, d *Dataset, v string) error { d.Stop = v; return nil }},
 		{"check", func(_ *Config, d *Dataset, v string) error { d.Check = v; return nil }},
 	},
+	"snapshot": {
+		{"min_interval", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Snapshot.MinInterval, err = parseDuration(v)
+			return
+		}},
+		{"retention", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Snapshot.Retention, err = snapshot.ParseRetention(v)
+			return
+		}},
+	},
+	"replication": {
+		{"bandwidth", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Replication.Bandwidth, err = ParseBandwidth(v)
+			return
+		}},
+	},
 	"notify": {
 		{"mode", func(c *Config, _ *Dataset, v string) (err error) { c.Notify.Mode, err = parseNotifyMode(v); return }},
+		{"interval", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Notify.Interval, err = parsePositiveDuration(v)
+			return
+		}},
 	},
 	"failover": {
 		{"heartbeat", func(c *Config, _ *Dataset, v string) (err error) {

@@ -160,6 +160,54 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// parseDuration accepts zero and positive durations ("0" needs no unit).
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (want a number with a unit, e.g. 100ms or 2s, or 0)", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("invalid duration %q: must not be negative", s)
+	}
+	return d, nil
+}
+
+// bandwidthUnits are the accepted rate units, per second: IEC binary and SI
+// decimal multiples, spelled as `df -h --si` and `ip -s` users expect.
+var bandwidthUnits = []struct {
+	suffix string
+	mult   uint64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"kB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
+	{"B", 1},
+}
+
+// ParseBandwidth parses a rate in bytes per second: 0 (no cap), or a whole
+// number with a unit B, kB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers
+// of 1024), optionally followed by "/s", e.g. 20MiB or 500kB/s.
+func ParseBandwidth(s string) (uint64, error) {
+	body := strings.TrimSuffix(s, "/s")
+	if body == "0" {
+		return 0, nil
+	}
+	for _, u := range bandwidthUnits {
+		digits, ok := strings.CutSuffix(body, u.suffix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(digits, 10, 64)
+		if err != nil || digits == "" || digits[0] == '+' {
+			break
+		}
+		if n > (1<<64-1)/u.mult {
+			return 0, fmt.Errorf("invalid bandwidth %q: too large", s)
+		}
+		return n * u.mult, nil
+	}
+	return 0, fmt.Errorf("invalid bandwidth %q (want 0 for no cap, or a whole number and a unit: B, kB, MB, GB, KiB, MiB, GiB, e.g. 20MiB)", s)
+}
+
 func parseUint(s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {

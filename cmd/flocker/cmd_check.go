@@ -95,6 +95,12 @@ func printSummary(w io.Writer, path string, c *config.Config, own string) {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "snapshot min interval %v, retention %s\n", c.Snapshot.MinInterval, c.Snapshot.Retention)
+	bw := "no bandwidth cap"
+	if c.Replication.Bandwidth > 0 {
+		bw = fmt.Sprintf("bandwidth cap %d bytes/s", c.Replication.Bandwidth)
+	}
+	fmt.Fprintf(w, "notify   mode %s, timer interval %v; %s\n", c.Notify.Mode, c.Notify.Interval, bw)
 	fmt.Fprintf(w, "failover heartbeat %v, timeout %v", c.Failover.Heartbeat, c.Failover.Timeout)
 	if c.Failover.Witness.IsValid() {
 		fmt.Fprintf(w, ", witness %s", c.Failover.Witness)

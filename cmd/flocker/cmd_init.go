@@ -68,6 +68,7 @@ type configView struct {
 	Cert, Key                                 string // as the config names them
 	Dataset, ZFS, VIP, Interface              string
 	Status, Heartbeat, Timeout, Mode          string // the defaults, written out
+	Interval                                  string
 }
 
 func runInit(e *env, f initFlags, now time.Time) int {
@@ -168,7 +169,8 @@ func planInit(f initFlags) (*initPlan, error) {
 	}
 	v := configView{Name: f.name, Listen: f.listen, PeerName: f.peerName, PeerAddress: f.peerAddress, Role: f.role,
 		VIP: f.vip, Interface: f.iface, Status: config.DefaultStatus, Heartbeat: config.DefaultHeartbeat.String(),
-		Timeout: config.DefaultTimeout.String(), Mode: config.DefaultNotifyMode}
+		Timeout: config.DefaultTimeout.String(), Mode: config.DefaultNotifyMode,
+		Interval: config.DefaultNotifyInterval.String()}
 	if f.dataset != "" {
 		name, zfs, ok := strings.Cut(f.dataset, "=")
 		if !ok {
@@ -329,11 +331,25 @@ interface = {{.Interface}}
 ; check = true
 {{- end}}
 
+; [snapshot]: min_interval is the least time between two snapshots of a
+; dataset (0: snapshot every change at once); retention keeps flocker's own
+; snapshots by age, PERIOD:EVERY rules, shortest first (never the newest one
+; or the one replication continues from).
+; [snapshot]
+; min_interval = 0
+; retention = 1m:all, 1h:1m, 1d:1h, 1w:1d
+
+; [replication] bandwidth caps each dataset's send rate (0: no cap), e.g. 50MiB.
+; [replication]
+; bandwidth = 0
+
 ; [notify] mode: how the agent learns that a dataset changed. auto picks the
 ; best tier this kernel offers ('flocker probe' lists them); fentry, kprobe,
-; tracepoint, block, fanotify or timer force one.
+; tracepoint, block, fanotify or timer force one. interval is the timer
+; tier's period (it also runs beside the others as a safety net).
 [notify]
 mode = {{.Mode}}
+interval = {{.Interval}}
 
 ; [failover]: the peer sends a heartbeat every heartbeat and is declared dead
 ; after timeout without one; timeout must be at least 3 x heartbeat, so one
