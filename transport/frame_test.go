@@ -28,6 +28,7 @@ func validMessages() []Message {
 		Ack{ID: 1, Dataset: "app", Error: "pool full"},
 		Ack{ID: 1, Dataset: "app", Error: "out of space", Code: "pool_full"},
 		TransferBegin{ID: 3, Dataset: "app", BaseGUID: 2, TargetGUID: 3, Target: "flocker-0-3"},
+		TransferBegin{ID: 4, Dataset: "app", BaseGUID: 2, TargetGUID: 3, Resume: true},
 		SnapshotList{Dataset: "app", ResumeToken: "1-e604ea4bf-e0-789c63a2"},
 		Error{Code: "pool_full", Message: "tank: out of space"},
 		Heartbeat{Seq: 1, Role: RoleSlave, Epoch: 7, Datasets: []DatasetHeartbeat{{Dataset: "app", NewestGUID: 3, Healthy: true}}},

@@ -129,6 +129,11 @@ type TransferBegin struct {
 	// receiver reads the received snapshot's properties by name instead of
 	// listing them all, and names it in its logs. Optional.
 	Target string `json:"target,omitempty"`
+	// Resume marks the rest of an interrupted stream (`zfs send -t` with the
+	// receiver's SnapshotList.ResumeToken): the receiver keeps its partial
+	// state for it, where for any other transfer it discards that state
+	// first. Optional.
+	Resume bool `json:"resume,omitempty"`
 }
 
 // TransferDone is the sender's account of a transfer on the control stream:
