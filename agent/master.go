@@ -1,0 +1,875 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/flockerha/flocker/snapshot"
+	"github.com/flockerha/flocker/transport"
+)
+
+// holdTag is the `zfs hold` tag on the master's replication base: the
+// newest snapshot the slave acknowledged. Retention never destroys it and
+// ZFS refuses to either, so the next transfer can always be incremental.
+const holdTag = "flocker-base"
+
+// masterZFS is what the master needs from ZFS.
+type masterZFS interface {
+	snapshotLister
+	snapshotter
+	holder
+	bookmarker
+	sender
+	properties
+}
+
+type datasetConfig struct {
+	name      string // logical name
+	zfs       string // this node's dataset
+	peer      string // the peer's node name, for messages
+	epoch     uint64
+	minGap    time.Duration
+	retention snapshot.RetentionPolicy
+	bandwidth uint64
+	features  snapshot.Features
+	// receiveProps: `zfs receive -o` works (the replica is readonly from
+	// its first byte); elsewhere readonly is set right after the receive.
+	receiveProps bool
+	zfsFuse      bool // the dialect's quirks (see slave.readonlyOn)
+}
+
+// master replicates one dataset to the peer. Its loop owns all of its state;
+// other goroutines talk to it through events.
+type master struct {
+	cfg    datasetConfig
+	z      masterZFS
+	log    *slog.Logger
+	board  *board
+	events chan any
+	ids    *atomic.Uint64
+	tier   NotifierStatus
+
+	local     []snapshot.Snapshot // oldest first, kept in memory
+	marks     []snapshot.Bookmark
+	covers    map[uint64]time.Time // snapshot GUID -> first change it holds
+	seq       uint64
+	trig      Trigger
+	snapFails int
+	snapRetry time.Time
+
+	conn      *transport.Conn
+	peerRole  transport.Role
+	peerEpoch uint64
+	peer      []snapshot.Snapshot
+	peerKnown bool
+	peerToken string
+
+	held        []string // snapshots carrying holdTag (normally just the base)
+	xfer        *outgoing
+	interrupted *outgoing // the last transfer that broke off, for a resume
+	resumeBad   string    // a token that failed to resume: never tried again
+	fails       int
+	retryAt     time.Time
+	pruneDue    bool
+	lastPrune   time.Time
+	conflict    string
+
+	st DatasetStatus
+}
+
+// outgoing is one transfer to the peer. Fields the send goroutine writes
+// are atomics; the rest belong to the loop.
+type outgoing struct {
+	id       uint64
+	conn     *transport.Conn
+	kind     string // full, incremental, resume
+	base     *snapshot.Base
+	target   snapshot.Snapshot
+	between  int
+	token    string
+	started  time.Time
+	cancel   context.CancelFunc
+	bytes    atomic.Uint64
+	estimate atomic.Uint64
+	estSrc   atomic.Pointer[string]
+
+	done      chan struct{} // closed when the send goroutine returns
+	running   bool          // the send goroutine has not reported yet
+	sentOK    bool
+	sentAt    time.Time
+	acked     bool
+	failed    bool
+	nextNote  time.Time
+	finalSize int64
+}
+
+func newMaster(cfg datasetConfig, z masterZFS, tier NotifierStatus, ids *atomic.Uint64, log *slog.Logger) *master {
+	return &master{
+		cfg:    cfg,
+		z:      z,
+		log:    log.With("dataset", cfg.name, "zfs", cfg.zfs, "role", "master"),
+		board:  &board{},
+		events: make(chan any, eventQueue),
+		ids:    ids,
+		tier:   tier,
+		covers: map[uint64]time.Time{},
+		trig:   Trigger{MinInterval: cfg.minGap},
+		st:     DatasetStatus{Name: cfg.name, ZFS: cfg.zfs, Role: "master", Notifier: tier},
+	}
+}
+
+// init reads what the loop keeps in memory: the snapshot list (once), the
+// bookmarks, our holds (stale ones released), and marks the dataset dirty:
+// whatever was written while no agent ran gets a snapshot at once.
+func (m *master) init(ctx context.Context, now time.Time) error {
+	snaps, err := m.z.ListSnapshots(ctx, m.cfg.zfs)
+	if err != nil {
+		return fmt.Errorf("dataset %s: %w", m.cfg.name, err)
+	}
+	sortByTXG(snaps)
+	m.local = snaps
+	m.seq = nextSeq(snaps, m.cfg.epoch)
+	if m.cfg.features.Bookmarks {
+		if m.marks, err = m.z.ListBookmarks(ctx, m.cfg.zfs); err != nil {
+			return fmt.Errorf("dataset %s: %w", m.cfg.name, err)
+		}
+	}
+	if m.cfg.features.Holds {
+		if err := m.cleanHolds(ctx); err != nil {
+			return fmt.Errorf("dataset %s: %w", m.cfg.name, err)
+		}
+	}
+	m.trig.Change(now)
+	m.st.Snapshots.Local = len(m.local)
+	m.log.Info("master ready", "snapshots", len(m.local), "next_seq", m.seq, "held", m.held)
+	return nil
+}
+
+// cleanHolds keeps our hold on the newest held snapshot (the last base we
+// knew) and releases it everywhere else: older holds are left over from a
+// crash between placing a new hold and releasing the old one. Where the
+// dialect cannot list tags (zfs-fuse) every held snapshot is a candidate;
+// releasing a tag that is not there is harmless.
+func (m *master) cleanHolds(ctx context.Context) error {
+	holds, err := m.z.Holds(ctx, m.cfg.zfs)
+	if err != nil {
+		return err
+	}
+	txg := map[string]uint64{}
+	for _, s := range m.local {
+		txg[s.Name] = s.CreateTXG
+	}
+	var ours []string
+	for _, h := range holds {
+		if h.Tags == nil || slices.Contains(h.Tags, holdTag) {
+			ours = append(ours, h.Snapshot)
+		}
+	}
+	if len(ours) == 0 {
+		return nil
+	}
+	slices.SortFunc(ours, func(a, b string) int { return int(txg[a]) - int(txg[b]) })
+	keep := ours[len(ours)-1]
+	for _, s := range ours[:len(ours)-1] {
+		if err := m.z.Release(ctx, holdTag, s); err != nil && !errors.Is(err, errNoSuchHold) {
+			m.log.Warn("releasing a stale hold failed", "snapshot", s, "err", err)
+			m.held = append(m.held, s)
+			continue
+		}
+		m.log.Info("released stale hold", "snapshot", s, "tag", holdTag)
+	}
+	// Without tag lists the newest held snapshot may carry someone else's
+	// hold only; it is our presumed base until the peer's list says which
+	// snapshot is, and releasing our tag there later is harmless.
+	m.held = append(m.held, keep)
+	return nil
+}
+
+func (m *master) run(ctx context.Context) {
+	defer m.shutdown()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wake := m.step(ctx, time.Now())
+		if wake.IsZero() {
+			wake = time.Now().Add(time.Hour)
+		}
+		timer.Reset(time.Until(wake))
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-m.events:
+			m.handle(ctx, ev, time.Now())
+		case <-timer.C:
+		}
+	}
+}
+
+// shutdown stops a transfer in flight and waits for its goroutine.
+func (m *master) shutdown() {
+	x := m.xfer
+	if x == nil || !x.running {
+		return
+	}
+	x.cancel()
+	<-x.done
+	m.log.Info("transfer stopped: shutting down", "id", x.id, "target", x.target.ShortName(), "bytes", x.bytes.Load())
+}
+
+// evSent is the send goroutine's report.
+type evSent struct {
+	x   *outgoing
+	n   int64
+	err error
+}
+
+func (m *master) handle(ctx context.Context, ev any, now time.Time) {
+	switch ev := ev.(type) {
+	case evChange:
+		m.trig.Change(ev.at)
+	case evConnUp:
+		if m.xfer != nil && m.xfer.conn != ev.c {
+			m.fail(m.xfer, codeTransport, errors.New("connection replaced"), now)
+		}
+		m.conn, m.peerKnown, m.peer, m.peerToken = ev.c, false, nil, ""
+		m.peerRole, m.peerEpoch = ev.c.Peer().Role, ev.c.Peer().Epoch
+		// The peer's view of our snapshots, for its status.
+		if err := sendMsg(ctx, ev.c, &transport.SnapshotList{Dataset: m.cfg.name, Snapshots: toWire(m.wireList())}); err != nil {
+			m.log.Warn("sending snapshot list failed", "err", err)
+		}
+	case evConnDown:
+		if ev.c != m.conn {
+			return
+		}
+		if m.xfer != nil && m.xfer.conn == ev.c {
+			m.fail(m.xfer, codeTransport, fmt.Errorf("connection lost: %v", ev.c.Err()), now)
+		}
+		m.conn, m.peerKnown = nil, false
+	case evList:
+		if ev.c != m.conn {
+			return
+		}
+		m.peer = fromWire(m.cfg.peer+":"+m.cfg.name, ev.m.Snapshots)
+		m.peerToken = ev.m.ResumeToken
+		m.peerKnown = true
+		m.st.NewestPeer = ref(newest(m.peer))
+		m.st.Snapshots.Peer = len(m.peer)
+	case evAck:
+		m.ack(ev, now)
+	case evSent:
+		m.sent(ev, now)
+	case evDone, evTransfer:
+		// Only a slave receives transfers; the agent refuses them before
+		// they get here.
+	}
+}
+
+// wireList is our list as the peer may see it: flocker's own snapshots and
+// the operator's alike (GUIDs are what count).
+func (m *master) wireList() []snapshot.Snapshot {
+	if len(m.local) > 8192 {
+		return m.local[len(m.local)-8192:]
+	}
+	return m.local
+}
+
+// step does whatever is due at now and returns when it next needs to run
+// without an event (zero: only an event can make anything due).
+func (m *master) step(ctx context.Context, now time.Time) time.Time {
+	var wake time.Time
+	if now.Before(m.snapRetry) {
+		wake = earliest(wake, m.snapRetry)
+	} else {
+		take, at := m.trig.Decide(now, m.snapshotWaiting())
+		if take {
+			m.takeSnapshot(ctx, now)
+			if !m.snapRetry.IsZero() && now.Before(m.snapRetry) {
+				wake = earliest(wake, m.snapRetry)
+			}
+		}
+		wake = earliest(wake, at)
+	}
+	if m.peerKnown {
+		m.syncHold(ctx)
+	}
+	if m.xfer == nil {
+		if now.Before(m.retryAt) {
+			wake = earliest(wake, m.retryAt)
+		} else {
+			m.maybeStart(ctx, now)
+		}
+	}
+	if x := m.xfer; x != nil && !x.failed {
+		if x.running && !now.Before(x.nextNote) {
+			m.noteProgress(x, now)
+		}
+		if x.running {
+			wake = earliest(wake, x.nextNote)
+		}
+		if x.sentOK && !x.acked {
+			if now.Sub(x.sentAt) > ackTimeout {
+				m.fail(x, codeAckTimeout, fmt.Errorf("no ack %v after the stream ended", ackTimeout), now)
+			} else {
+				wake = earliest(wake, x.sentAt.Add(ackTimeout))
+			}
+		}
+	}
+	if m.pruneDue {
+		if due := m.lastPrune.Add(pruneEvery); now.Before(due) {
+			wake = earliest(wake, due)
+		} else {
+			m.prune(ctx, now)
+		}
+	}
+	m.publish(now)
+	return wake
+}
+
+// snapshotWaiting reports a snapshot newer than the transfer in flight.
+func (m *master) snapshotWaiting() bool {
+	if m.xfer == nil {
+		return false
+	}
+	n := newest(m.local)
+	return n != nil && n.GUID != m.xfer.target.GUID
+}
+
+func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
+	_, since := m.trig.Dirty()
+	name := m.cfg.zfs + "@" + snapshot.FlockerName{Epoch: m.cfg.epoch, Seq: m.seq}.String()
+	err := m.z.Snapshot(ctx, name)
+	if errors.Is(err, errExists) {
+		// Someone took this name (or a snapshot we never listed): skip it.
+		m.seq++
+		name = m.cfg.zfs + "@" + snapshot.FlockerName{Epoch: m.cfg.epoch, Seq: m.seq}.String()
+		err = m.z.Snapshot(ctx, name)
+	}
+	var got []snapshot.Snapshot
+	if err == nil {
+		got, err = m.z.GetSnapshots(ctx, name)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		m.snapFails++
+		d := retryDelay(m.snapFails, rand.Float64())
+		m.snapRetry = now.Add(d)
+		m.st.LastError = problem(codeSnapshotFailed, err, now)
+		m.log.Error("snapshot failed", "snapshot", name, "err", err, "retry_in", d)
+		return
+	}
+	m.snapFails, m.snapRetry = 0, time.Time{}
+	m.trig.Taken(now)
+	m.seq++
+	s := got[0]
+	m.local = append(m.local, s)
+	sortByTXG(m.local)
+	if !since.IsZero() {
+		m.covers[s.GUID] = since
+	}
+	m.st.Snapshots.Taken++
+	m.pruneDue = true
+	m.log.Info("snapshot taken", "snapshot", s.ShortName(), "guid", s.GUID, "took", time.Since(now).Round(time.Microsecond),
+		"change_age", now.Sub(since).Round(time.Microsecond))
+}
+
+// syncHold moves our hold to the replication base once the peer's list is
+// known: the newest snapshot both sides hold.
+func (m *master) syncHold(ctx context.Context) {
+	if !m.cfg.features.Holds {
+		return
+	}
+	plan := snapshot.PlanReplication(m.local, m.peer, m.marks...)
+	base := plan.Base
+	if plan.Conflict != nil {
+		base = plan.Conflict.Base
+	}
+	if base == nil || base.Bookmark {
+		return
+	}
+	if len(m.held) == 1 && m.held[0] == base.Local {
+		return
+	}
+	m.moveHold(ctx, base.Local)
+}
+
+// moveHold holds base first, then releases every other hold of ours, so the
+// base is never unprotected.
+func (m *master) moveHold(ctx context.Context, base string) {
+	if !slices.Contains(m.held, base) {
+		if err := m.z.Hold(ctx, holdTag, base); err != nil && !errors.Is(err, errHoldExists) {
+			m.log.Warn("holding the replication base failed", "snapshot", base, "err", err)
+			return
+		}
+		m.held = append(m.held, base)
+	}
+	var stale []string
+	for _, h := range m.held {
+		if h != base {
+			stale = append(stale, h)
+		}
+	}
+	kept := []string{base}
+	if len(stale) > 0 {
+		if err := m.z.Release(ctx, holdTag, stale...); err != nil && !errors.Is(err, errNoSuchHold) && !errors.Is(err, errNotFound) {
+			m.log.Warn("releasing the old base failed; retrying later", "snapshots", stale, "err", err)
+			kept = append(kept, stale...)
+		}
+	}
+	m.held = kept
+	m.log.Debug("hold moved", "base", base, "released", stale)
+	if m.cfg.features.Bookmarks {
+		m.bookmarkBase(ctx, base)
+	}
+}
+
+// bookmarkBase bookmarks the base (dataset#flocker-E-S) and drops older
+// flocker bookmarks: an incremental can start from it even after the
+// snapshot itself is gone.
+func (m *master) bookmarkBase(ctx context.Context, base string) {
+	short := snapshot.Snapshot{Name: base}.ShortName()
+	mark := m.cfg.zfs + "#" + short
+	if err := m.z.CreateBookmark(ctx, base, mark); err != nil && !errors.Is(err, errExists) {
+		m.log.Warn("bookmarking the base failed", "snapshot", base, "err", err)
+		return
+	}
+	marks, err := m.z.ListBookmarks(ctx, m.cfg.zfs)
+	if err != nil {
+		m.log.Warn("listing bookmarks failed", "err", err)
+		return
+	}
+	kept := marks[:0]
+	for _, b := range marks {
+		i := len(m.cfg.zfs) + 1
+		if b.Name != mark && len(b.Name) > i && snapshot.IsFlockerName(b.Name[i:]) {
+			if err := m.z.DestroyBookmark(ctx, b.Name); err != nil {
+				m.log.Warn("destroying an old bookmark failed", "bookmark", b.Name, "err", err)
+				kept = append(kept, b)
+			}
+			continue
+		}
+		kept = append(kept, b)
+	}
+	m.marks = kept
+}
+
+// maybeStart plans and starts the next transfer when the peer is there.
+func (m *master) maybeStart(ctx context.Context, now time.Time) {
+	if m.conn == nil || !m.peerKnown {
+		return
+	}
+	if m.peerRole != transport.RoleSlave {
+		m.setConflict(fmt.Sprintf("peer %s also claims the %s role (epoch %d): not replicating", m.cfg.peer, m.peerRole, m.peerEpoch), now)
+		return
+	}
+	if x := m.resumable(); x != nil {
+		m.start(ctx, x, now)
+		return
+	}
+	plan := snapshot.PlanReplication(m.local, m.peer, m.marks...)
+	switch plan.Action {
+	case snapshot.ActNothing:
+		m.setConflict("", now)
+	case snapshot.ActConflict:
+		m.setConflict(plan.Conflict.Error(), now)
+	case snapshot.ActFull, snapshot.ActIncremental:
+		m.setConflict("", now)
+		kind := "full"
+		if plan.Action == snapshot.ActIncremental {
+			kind = "incremental"
+		}
+		m.start(ctx, &outgoing{kind: kind, base: plan.Base, target: plan.Target, between: len(plan.Between)}, now)
+	}
+}
+
+// resumable returns a resume of the interrupted transfer when the peer
+// reports a partial receive and that transfer's target still exists here.
+func (m *master) resumable() *outgoing {
+	tok, x := m.peerToken, m.interrupted
+	if tok == "" || tok == m.resumeBad || x == nil {
+		return nil
+	}
+	if !slices.ContainsFunc(m.local, func(s snapshot.Snapshot) bool { return s.GUID == x.target.GUID }) {
+		return nil
+	}
+	return &outgoing{kind: "resume", base: x.base, target: x.target, token: tok}
+}
+
+func (m *master) setConflict(c string, now time.Time) {
+	if c == m.conflict {
+		return
+	}
+	m.conflict = c
+	if c != "" {
+		m.log.Warn("replication stopped: conflict (not resolved automatically)", "conflict", c)
+		m.st.LastError = &Problem{Code: codeConflict, Message: c, At: now}
+	}
+}
+
+func (m *master) start(ctx context.Context, x *outgoing, now time.Time) {
+	x.id = m.ids.Add(1)
+	x.conn = m.conn
+	x.started = now
+	x.running = true
+	x.nextNote = now.Add(progressEvery)
+	xctx, cancel := context.WithCancel(ctx)
+	x.cancel = cancel
+	m.xfer = x
+	args := []any{"id", x.id, "kind", x.kind, "target", x.target.ShortName()}
+	if x.base != nil {
+		args = append(args, "base", x.base.Local)
+	}
+	m.log.Info("transfer started", args...)
+	x.done = make(chan struct{})
+	go func() {
+		n, err := m.send(xctx, x)
+		close(x.done)
+		post(ctx, m.events, evSent{x: x, n: n, err: err})
+	}()
+}
+
+// send runs on its own goroutine: estimate, open the stream, zfs send into
+// it, then the TransferDone account.
+func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
+	hdr := transport.TransferBegin{
+		ID: x.id, Dataset: m.cfg.name, TargetGUID: x.target.GUID, Target: x.target.ShortName(), Resume: x.kind == "resume",
+	}
+	if x.base != nil {
+		hdr.BaseGUID = x.base.GUID
+	}
+	if est, src := m.estimate(ctx, x); est > 0 {
+		hdr.EstimatedBytes = min(est, 1<<56)
+		x.estimate.Store(hdr.EstimatedBytes)
+		x.estSrc.Store(&src)
+	}
+	ot, err := x.conn.OpenTransfer(ctx, hdr)
+	if err != nil {
+		return 0, fmt.Errorf("opening the transfer: %w", err)
+	}
+	// A write blocked on flow control ends when the stream is reset.
+	stop := context.AfterFunc(ctx, func() { ot.Abort(transport.AbortCanceled) })
+	defer stop()
+	var w io.Writer = countingTransfer{ot, &x.bytes}
+	if m.cfg.bandwidth > 0 {
+		w = &pacedWriter{ctx: ctx, w: w, b: newBucket(m.cfg.bandwidth, time.Now())}
+	}
+	var n int64
+	if x.kind == "resume" {
+		n, err = m.z.SendResume(ctx, x.token, w)
+	} else {
+		opts := sendOptions{}
+		if x.base != nil {
+			opts.From = x.base.Local
+		}
+		n, err = m.z.Send(ctx, x.target.Name, w, opts)
+	}
+	done := transport.TransferDone{ID: x.id, Dataset: m.cfg.name, TargetGUID: x.target.GUID, Bytes: uint64(max(n, 0))}
+	if err != nil {
+		code := transport.AbortSendFailed
+		if ctx.Err() != nil {
+			code = transport.AbortShutdown
+		}
+		ot.Abort(code)
+		done.Error = errText(err)
+		_ = sendMsg(context.WithoutCancel(ctx), x.conn, &done)
+		return n, err
+	}
+	if err := ot.Close(); err != nil {
+		return n, err
+	}
+	if err := sendMsg(ctx, x.conn, &done); err != nil {
+		return n, fmt.Errorf("sending transfer-done: %w", err)
+	}
+	return n, nil
+}
+
+// estimate sizes a stream for progress: `zfs send -nP` where the dialect
+// has it; for a full stream elsewhere the snapshot's referenced bytes (the
+// data a full stream carries, without the stream's small overhead). A
+// steady-state incremental (one snapshot after the base) is not estimated:
+// it is small, and the estimate would cost a zfs exec per cycle.
+func (m *master) estimate(ctx context.Context, x *outgoing) (uint64, string) {
+	if x.kind == "resume" || (x.kind == "incremental" && x.between == 0) {
+		return 0, ""
+	}
+	opts := sendOptions{}
+	if x.base != nil {
+		opts.From = x.base.Local
+	}
+	n, err := m.z.EstimateSend(ctx, x.target.Name, opts)
+	if err == nil && n > 0 {
+		return uint64(n), "send -nP"
+	}
+	if !errors.Is(err, errUnsupported) && err != nil {
+		m.log.Warn("estimating the send failed", "err", err)
+	}
+	if x.kind != "full" {
+		return 0, ""
+	}
+	p, err := m.z.GetProperty(ctx, x.target.Name, "referenced")
+	if err != nil {
+		m.log.Warn("reading referenced for the estimate failed", "err", err)
+		return 0, ""
+	}
+	v, err := strconv.ParseUint(p.Value, 10, 64)
+	if err != nil {
+		return 0, ""
+	}
+	return v, "referenced"
+}
+
+type countingTransfer struct {
+	w *transport.OutgoingTransfer
+	n *atomic.Uint64
+}
+
+func (c countingTransfer) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+func (m *master) noteProgress(x *outgoing, now time.Time) {
+	x.nextNote = now.Add(progressEvery)
+	b, est := x.bytes.Load(), x.estimate.Load()
+	el := now.Sub(x.started)
+	args := []any{"id", x.id, "kind", x.kind, "target", x.target.ShortName(), "bytes", b, "estimate", est,
+		"elapsed", el.Round(time.Millisecond), "rate_bps", uint64(float64(b) / el.Seconds())}
+	if est > 0 {
+		args = append(args, "percent", min(100, b*100/est))
+	}
+	m.log.Info("transfer in flight", args...)
+}
+
+// sent handles the send goroutine's report.
+func (m *master) sent(ev evSent, now time.Time) {
+	x := ev.x
+	x.running = false
+	x.finalSize = ev.n
+	if x != m.xfer {
+		return
+	}
+	if x.failed {
+		m.xfer = nil
+		return
+	}
+	if ev.err != nil {
+		if x.acked {
+			// The peer has it; only the account afterwards failed.
+			m.complete(x, now)
+			return
+		}
+		code := codeSendFailed
+		if x.kind == "resume" {
+			m.resumeBad = x.token
+		}
+		if errors.Is(ev.err, net.ErrClosed) || errors.Is(ev.err, transport.ErrTransferAborted) {
+			code = codeTransport
+		}
+		m.fail(x, code, ev.err, now)
+		return
+	}
+	x.sentOK, x.sentAt = true, now
+	if x.acked {
+		m.complete(x, now)
+	}
+}
+
+// ack handles the peer's Ack.
+func (m *master) ack(ev evAck, now time.Time) {
+	x := m.xfer
+	if x == nil || ev.c != x.conn || ev.m.ID != x.id || x.failed {
+		m.log.Debug("ignoring ack for another transfer", "id", ev.m.ID)
+		return
+	}
+	if ev.m.Error != "" {
+		code := ev.m.Code
+		if code == "" {
+			code = codeReceiveFailed
+		}
+		m.fail(x, code, fmt.Errorf("peer %s: %s", m.cfg.peer, ev.m.Error), now)
+		return
+	}
+	if ev.m.ReceivedGUID != x.target.GUID {
+		m.fail(x, codeReceiveFailed, fmt.Errorf("peer acknowledged guid %d, sent %d", ev.m.ReceivedGUID, x.target.GUID), now)
+		return
+	}
+	x.acked = true
+	if !x.running {
+		m.complete(x, now)
+	}
+}
+
+// complete records an acknowledged transfer: lag, counters, and the
+// retention due now that the base moved (the hold moves in step, from the
+// peer's list that came just before the Ack).
+func (m *master) complete(x *outgoing, now time.Time) {
+	m.xfer, m.interrupted, m.fails, m.retryAt = nil, nil, 0, time.Time{}
+	m.st.Snapshots.Transfers++
+	m.st.Snapshots.BytesSent += x.bytes.Load()
+	// The oldest change this transfer delivered: the earliest covered change
+	// of the snapshots after the old base up to the target.
+	var oldest time.Time
+	for _, s := range m.local {
+		if s.CreateTXG > x.target.CreateTXG {
+			break
+		}
+		if t, ok := m.covers[s.GUID]; ok {
+			oldest = earliest(oldest, t)
+			delete(m.covers, s.GUID)
+		}
+	}
+	args := []any{"id", x.id, "kind", x.kind, "target", x.target.ShortName(), "bytes", x.bytes.Load(),
+		"took", now.Sub(x.started).Round(time.Microsecond)}
+	if !oldest.IsZero() {
+		lag := now.Sub(oldest)
+		m.st.LastLag = lag
+		args = append(args, "lag", lag.Round(time.Microsecond), "lag_ms", float64(lag.Microseconds())/1000)
+	}
+	m.pruneDue = true
+	m.log.Info("replicated", args...)
+}
+
+// fail records a failed transfer and schedules the retry.
+func (m *master) fail(x *outgoing, code string, err error, now time.Time) {
+	if x.failed {
+		return
+	}
+	x.failed = true
+	if x.cancel != nil {
+		x.cancel()
+	}
+	if !x.running {
+		m.xfer = nil
+	}
+	if x.kind != "resume" && x.bytes.Load() > 0 {
+		m.interrupted = x
+	}
+	m.fails++
+	d := retryDelay(m.fails, rand.Float64())
+	switch code {
+	case codeModified, codeResumeDiscard, codeMismatch:
+		// The slave repaired its side already (or our list was stale): go again.
+		d = retryFirst
+	}
+	m.retryAt = now.Add(d)
+	m.st.Snapshots.FailedTransfers++
+	m.st.LastError = problem(code, err, now)
+	args := []any{"id", x.id, "kind", x.kind, "target", x.target.ShortName(), "code", code, "err", err,
+		"bytes", x.bytes.Load(), "retry_in", d.Round(time.Millisecond)}
+	if code == codePoolFull {
+		m.log.Error("peer's pool is full: transfer failed; still serving and retrying", args...)
+		return
+	}
+	m.log.Warn("transfer failed", args...)
+}
+
+// prune applies retention: never the newest (PlanRetention), the held base,
+// the target in flight or the peer's newest.
+func (m *master) prune(ctx context.Context, now time.Time) {
+	m.pruneDue, m.lastPrune = false, now
+	var keep []uint64
+	for _, s := range m.local {
+		if slices.Contains(m.held, s.Name) {
+			keep = append(keep, s.GUID)
+		}
+	}
+	if m.xfer != nil {
+		keep = append(keep, m.xfer.target.GUID)
+		if m.xfer.base != nil {
+			keep = append(keep, m.xfer.base.GUID)
+		}
+	}
+	if n := newest(m.peer); n != nil {
+		keep = append(keep, n.GUID)
+	}
+	destroy := snapshot.PlanRetention(m.local, now, m.cfg.retention, keep...)
+	if len(destroy) == 0 {
+		return
+	}
+	names := make([]string, len(destroy))
+	for i, s := range destroy {
+		names[i] = s.Name
+	}
+	err := m.z.DestroySnapshots(ctx, names...)
+	if err != nil {
+		m.log.Warn("pruning failed; re-reading the snapshot list", "err", err)
+		if snaps, lerr := m.z.ListSnapshots(ctx, m.cfg.zfs); lerr == nil {
+			sortByTXG(snaps)
+			gone := len(m.local) - len(snaps)
+			m.local = snaps
+			m.st.Snapshots.Pruned += uint64(max(gone, 0))
+		}
+		return
+	}
+	m.local = removeNames(m.local, names)
+	for _, s := range destroy {
+		delete(m.covers, s.GUID)
+	}
+	m.st.Snapshots.Pruned += uint64(len(names))
+	m.log.Info("pruned snapshots", "count", len(names), "oldest", destroy[0].ShortName(), "newest", destroy[len(destroy)-1].ShortName())
+}
+
+// publish makes the loop's view readable by Status.
+func (m *master) publish(now time.Time) {
+	st := m.st
+	st.Notifier = m.tier
+	dirty, since := m.trig.Dirty()
+	st.DirtySince = time.Time{}
+	if dirty {
+		st.DirtySince = since
+	}
+	st.NewestLocal = ref(newest(m.local))
+	st.Snapshots.Local = len(m.local)
+	st.Conflict = m.conflict
+	st.UnreplicatedSince = m.unreplicatedSince(since, dirty)
+	st.Transfer = nil
+	var bytes func() uint64
+	if x := m.xfer; x != nil && !x.failed {
+		t := &TransferStatus{ID: x.id, Kind: x.kind, Target: x.target.ShortName(), Started: x.started, Estimate: x.estimate.Load()}
+		if x.base != nil {
+			t.Base = snapshot.Snapshot{Name: x.base.Local}.ShortName()
+		}
+		if p := x.estSrc.Load(); p != nil {
+			t.EstimateSource = *p
+		}
+		st.Transfer, bytes = t, x.bytes.Load
+	}
+	m.board.publish(st, bytes)
+}
+
+// unreplicatedSince is the first change the peer does not hold yet: the
+// oldest covered change of our snapshots newer than the peer's newest, or
+// the dirty time when no snapshot holds it yet.
+func (m *master) unreplicatedSince(dirtySince time.Time, dirty bool) time.Time {
+	var t time.Time
+	if dirty {
+		t = dirtySince
+	}
+	var peerTXG uint64
+	if p := newest(m.peer); p != nil {
+		for _, s := range m.local {
+			if s.GUID == p.GUID {
+				peerTXG = s.CreateTXG
+			}
+		}
+	}
+	for _, s := range m.local {
+		if s.CreateTXG > peerTXG {
+			if c, ok := m.covers[s.GUID]; ok {
+				t = earliest(t, c)
+			}
+		}
+	}
+	return t
+}
