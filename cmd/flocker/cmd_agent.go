@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/flockerha/flocker/agent"
+	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/snapshot"
+	"github.com/flockerha/flocker/transport/pki"
+)
+
+func init() {
+	register(command{
+		name:    "agent",
+		summary: "run the flocker daemon: snapshot on change and replicate every dataset",
+		usage:   "[--config PATH]",
+		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) int {
+			path := fs.String("config", config.DefaultPath, "config file")
+			zfsBin := fs.String("zfs", "", "zfs binary (default: zfs in PATH)")
+			zpoolBin := fs.String("zpool", "", "zpool binary (default: zpool in PATH)")
+			return func(ctx context.Context, e *env, args []string) int {
+				if len(args) > 0 {
+					return fail(e, "agent", fmt.Errorf("%w: unexpected argument %q", errUsage, args[0]))
+				}
+				return runAgent(ctx, e, *path, *zfsBin, *zpoolBin)
+			}
+		},
+	})
+}
+
+// runAgent starts the agent and runs it until ctx ends (SIGTERM or SIGINT
+// in main), then stops it in order. It refuses to start with the problems
+// `flocker check` would list.
+func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
+	c, err := config.Load(path)
+	var probs config.Problems
+	if err != nil && !errors.As(err, &probs) {
+		return fail(e, "agent", err)
+	}
+	if len(probs) == 0 {
+		_, fileProbs := checkCredentials(c)
+		probs = fileProbs
+	}
+	if len(probs) > 0 {
+		probs.Sort()
+		for _, p := range probs {
+			fmt.Fprintln(e.stderr, p)
+		}
+		return fail(e, "agent", fmt.Errorf("refusing to start: %d problem(s) in %s (flocker check lists them)", len(probs), path))
+	}
+	cert, fingerprint, err := pki.LoadKeyPair(c.TLS.Cert, c.TLS.Key)
+	if err != nil {
+		return fail(e, "agent", err)
+	}
+	cli := snapshot.NewCLI(zfsBin, zpoolBin, e.log)
+	dialect, err := cli.Detect(ctx)
+	if err != nil {
+		return fail(e, "agent", err)
+	}
+	z := agent.NewZFS(cli, zfsBin, dialect, e.log)
+	notifier, refused, err := selectNotifier(c, z, dialect, e.log)
+	if err != nil {
+		return fail(e, "agent", err)
+	}
+	a, err := agent.New(agent.Options{
+		Config: c, Cert: cert, ZFS: z, Dialect: dialect, Notifier: notifier, Refused: refused, Logger: e.log,
+	})
+	if err != nil {
+		if notifier != nil {
+			notifier.Close()
+		}
+		return fail(e, "agent", err)
+	}
+	e.log.Info("starting agent", "config", path, "certificate", fingerprint, "zfs_dialect", dialect.Name,
+		"zfs_version", dialect.Version, "features", dialect.Features)
+	if err := a.Start(ctx); err != nil {
+		a.Close()
+		return fail(e, "agent", err)
+	}
+	<-ctx.Done()
+	e.log.Info("stopping agent", "reason", context.Cause(ctx))
+	if err := a.Close(); err != nil {
+		return fail(e, "agent", err)
+	}
+	return exitOK
+}
+
+// selectNotifier picks the change-notification tier for a master. STOPGAP
+// until the tier selection of branch notify lands: only the timer tier is
+// wired into the agent, so auto selects it and a forced better tier is
+// refused with the reason.
+func selectNotifier(c *config.Config, z agent.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, map[string]string, error) {
+	if c.State.Role != config.RoleMaster {
+		return nil, nil, nil
+	}
+	const notWired = "not wired into the agent in this build (its selection lands with the notifier tiers)"
+	refused := map[string]string{}
+	switch c.Notify.Mode {
+	case config.NotifyAuto:
+		for _, t := range agent.Tiers {
+			if t != agent.TierTimer {
+				refused[t] = notWired
+			}
+		}
+	case config.NotifyTimer:
+	default:
+		return nil, nil, fmt.Errorf("[notify] mode = %s: that tier is %s; use auto or timer", c.Notify.Mode, notWired)
+	}
+	t, err := agent.NewTimer(c.Notify.Interval, agent.WrittenFromZFS(z, d), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, refused, nil
+}
