@@ -18,6 +18,7 @@ type slaveZFS interface {
 	snapshotter
 	receiver
 	properties
+	mounter
 	roller
 }
 
@@ -327,6 +328,27 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 	}
 	s.sendList(ctx, r.c)
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, ReceivedGUID: r.hdr.TargetGUID})
+	if s.cfg.zfsFuse && r.hdr.BaseGUID != 0 {
+		s.remount(ctx)
+	}
+}
+
+// remount unmounts and mounts the replica after an incremental receive on
+// zfs-fuse, which otherwise keeps answering "no such file" for every name
+// that was looked up on the replica before the receive created it (readdir
+// lists the file, open fails), until the next mount. Measured: a remount
+// cures it and takes about 25 ms. A replica in use (a reader's open file or
+// working directory) refuses the plain unmount, which is never forced: its
+// stale names then stay until a later remount succeeds.
+func (s *slave) remount(ctx context.Context) {
+	if err := s.z.Unmount(ctx, s.cfg.zfs); err != nil {
+		s.log.Debug("replica busy: not remounted after the receive", "err", err)
+		return
+	}
+	if err := s.z.Mount(ctx, s.cfg.zfs); err != nil {
+		s.log.Error("mounting the replica again failed", "err", err)
+		s.st.LastError = problem(codeReceiveFailed, fmt.Errorf("mounting the replica: %w", err), time.Now())
+	}
 }
 
 func (s *slave) sendAck(ctx context.Context, r *incoming, a *transport.Ack) {

@@ -66,6 +66,12 @@ type properties interface {
 	Mountpoint(ctx context.Context, dataset string) (path string, mounted bool, err error)
 }
 
+// mounter remounts the replica (see slave.remount).
+type mounter interface {
+	Mount(ctx context.Context, dataset string) error
+	Unmount(ctx context.Context, dataset string) error
+}
+
 // roller discards changes made to a replica since its newest snapshot.
 type roller interface {
 	Rollback(ctx context.Context, snapshot string) error
@@ -81,6 +87,7 @@ type ZFS interface {
 	sender
 	receiver
 	properties
+	mounter
 	roller
 }
 
@@ -88,6 +95,7 @@ type ZFS interface {
 // typed errors (snapshot.ErrPoolFull and friends): errors.Is matches them.
 var (
 	errNotFound            = errors.New("does not exist")
+	errBusy                = errors.New("dataset is busy")
 	errExists              = errors.New("already exists")
 	errPoolFull            = errors.New("out of space")
 	errBadStream           = errors.New("send stream corrupted or truncated")

@@ -101,6 +101,8 @@ var stderrKinds = []struct {
 	{"used in the initial send", errResumeTokenInvalid},
 	{"tag already exists", errHoldExists},
 	{"no such tag", errNoSuchHold},
+	{"is busy", errBusy},
+	{"target is busy", errBusy},
 	{"already exists", errExists},
 	{"exists", errExists},
 	{"does not exist", errNotFound},
@@ -317,6 +319,18 @@ func (z *stopgapZFS) Mountpoint(ctx context.Context, dataset string) (string, bo
 		return "", false, fmt.Errorf("mountpoint of %s: unexpected output %q", dataset, out)
 	}
 	return f[0], f[1] == "yes", nil
+}
+
+func (z *stopgapZFS) Mount(ctx context.Context, dataset string) error {
+	_, err := z.run(ctx, "mount", "mount", dataset)
+	return err
+}
+
+// Unmount never forces: a busy file system is refused (see the README's
+// zfs-fuse hazard).
+func (z *stopgapZFS) Unmount(ctx context.Context, dataset string) error {
+	_, err := z.run(ctx, "unmount", "unmount", dataset)
+	return err
 }
 
 func (z *stopgapZFS) Rollback(ctx context.Context, snap string) error {

@@ -1,0 +1,340 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flockerha/flocker/internal/agentpair"
+	"github.com/flockerha/flocker/internal/rig"
+	"github.com/flockerha/flocker/internal/rig/rigtest"
+	"github.com/flockerha/flocker/transport"
+	"github.com/flockerha/flocker/transport/pki"
+	"github.com/quic-go/quic-go"
+)
+
+// datasetExists asks zfs whether a dataset exists (the zfs-fuse socket
+// works from any namespace).
+func datasetExists(t *testing.T, name string) bool {
+	t.Helper()
+	out, err := exec.Command("zfs", "list", "-H", "-o", "name", name).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "does not exist") {
+			return false
+		}
+		t.Fatalf("zfs list %s: %v\n%s", name, err, out)
+	}
+	return true
+}
+
+func zfsOut(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("zfs", args...).Output()
+	if err != nil {
+		t.Fatalf("zfs %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// keyPair loads a node's credentials as flocker init wrote them.
+func keyPair(t *testing.T, n *agentpair.Node) tls.Certificate {
+	t.Helper()
+	c, _, err := pki.LoadKeyPair(filepath.Join(n.Dir, "node.crt"), filepath.Join(n.Dir, "node.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// inHost runs fn with the calling goroutine in h's network namespace:
+// sockets it opens belong to h.
+func inHost(t *testing.T, h *rig.Host, fn func() error) {
+	t.Helper()
+	if err := h.Do(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOtherCertificateRefused: a QUIC peer presenting another certificate
+// (even one naming the pinned node) is refused in the handshake, and the
+// agent logs the fingerprint it refused; replication is not disturbed.
+func TestOtherCertificateRefused(t *testing.T) {
+	p := newPair(t, agentpair.Options{})
+	start(t, p.Slave, p.Master)
+	waitSame(t, p, firstSyncTimeout)
+	impostor, err := pki.Generate("alpha", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(impostor.CertPEM, impostor.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := p.Slave.Log.Len()
+	var ep *transport.Endpoint
+	inHost(t, p.Net.C, func() (err error) {
+		ep, err = transport.Listen(transport.Config{
+			Node: "alpha", Cert: cert, ListenAddr: "0.0.0.0:0", Peer: "beta", PeerFingerprint: p.Slave.Fingerprint,
+			LocalState: func() (transport.Role, uint64) { return transport.RoleMaster, 0 }, Logger: rigtest.Logger(t),
+		})
+		return err
+	})
+	defer ep.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := ep.Dial(ctx, p.Slave.Addr)
+	if err == nil {
+		// TLS 1.3: the client may finish before the server checks its
+		// certificate; the refusal then closes the connection.
+		select {
+		case <-c.Done():
+			err = c.Err()
+		case <-ctx.Done():
+			t.Fatal("the impostor's connection stayed up")
+		}
+	}
+	var he *transport.HandshakeError
+	if !errors.As(err, &he) || !he.Remote {
+		t.Fatalf("dial with another certificate: %v, want a handshake refused by the agent", err)
+	}
+	r := waitRecord(t, p.Slave, mark, 10*time.Second, "the refusal in the agent's log", msg("refused peer in TLS handshake"))
+	if r.Str("fingerprint") != impostor.Fingerprint {
+		t.Errorf("agent logged fingerprint %q, the impostor presented %s", r.Str("fingerprint"), impostor.Fingerprint)
+	}
+	t.Logf("agent: %s: %s from %s (%s)", r.Msg(), r.Str("reason"), r.Str("remote"), r.Str("fingerprint"))
+	writeAndSync(t, p)
+}
+
+// writeAndSync writes a file on the master and waits for the replica.
+func writeAndSync(t *testing.T, p *agentpair.Pair) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(p.Master.Mountpoint, "after-"+strconv.FormatInt(time.Now().UnixNano(), 10)), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitSame(t, p, syncTimeout)
+}
+
+// TestGarbageClosesOnlyThatConnection: UDP garbage on the agent's port is
+// ignored; a QUIC connection with the pinned certificate that sends an
+// oversized frame, malformed JSON or a wrong version is closed with the
+// matching code. The agents' own connection stays up throughout and
+// replication goes on.
+func TestGarbageClosesOnlyThatConnection(t *testing.T) {
+	p := newPair(t, agentpair.Options{})
+	start(t, p.Slave, p.Master)
+	waitSame(t, p, firstSyncTimeout)
+	markA, markB := p.Master.Log.Len(), p.Slave.Log.Len()
+	alpha := keyPair(t, p.Master)
+	dst, err := net.ResolveUDPAddr("udp", p.Slave.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Plain UDP garbage.
+	var udp *net.UDPConn
+	inHost(t, p.Net.C, func() (err error) { udp, err = net.ListenUDP("udp", nil); return })
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 200 {
+		b := make([]byte, 1+r.IntN(1400))
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		if i%3 == 0 {
+			b[0] |= 0xc0 // looks like a QUIC long header
+		}
+		if _, err := udp.WriteToUDP(b, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	udp.Close()
+
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+		code  transport.CloseCode
+	}{
+		{"oversized frame", []byte{transport.ProtocolVersion, byte(transport.TypeHello), 0xff, 0xff, 0xff, 0xff}, transport.CloseFrameTooLarge},
+		{"malformed JSON", append([]byte{transport.ProtocolVersion, byte(transport.TypeHello), 0, 0, 0, 4}, "{{{{"...), transport.CloseMalformedFrame},
+		{"wrong version", []byte("GET / HTTP/1.1\r\n\r\n"), transport.CloseUnsupportedVersion},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pc net.PacketConn
+			inHost(t, p.Net.C, func() (err error) { pc, err = net.ListenPacket("udp", "0.0.0.0:0"); return })
+			defer pc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conf := &tls.Config{Certificates: []tls.Certificate{alpha}, NextProtos: []string{transport.ALPN},
+				InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+			qc, err := quic.Dial(ctx, pc, dst, conf, &quic.Config{HandshakeIdleTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatalf("handshake with the pinned certificate: %v", err)
+			}
+			defer qc.CloseWithError(0, "")
+			s, err := qc.OpenStreamSync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Write(tc.bytes); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-qc.Context().Done():
+			case <-ctx.Done():
+				t.Fatal("the agent did not close the connection")
+			}
+			var ae *quic.ApplicationError
+			if err := context.Cause(qc.Context()); !errors.As(err, &ae) || !ae.Remote || transport.CloseCode(ae.ErrorCode) != tc.code {
+				t.Fatalf("closed with %v, want the agent's %s", err, tc.code)
+			}
+		})
+	}
+	n := p.Slave.Log.Count(markB, msg("refused connection after the handshake"))
+	if n != 3 {
+		t.Errorf("agent logged %d refused connections, want 3", n)
+	}
+	for _, node := range p.Nodes() {
+		from := markA
+		if node == p.Slave {
+			from = markB
+		}
+		if k := node.Log.Count(from, msg("connection down")); k != 0 {
+			t.Errorf("%s: the agents' own connection went down %d times", node.Name, k)
+		}
+		if !node.Running() {
+			t.Errorf("%s: agent exited", node.Name)
+		}
+	}
+	writeAndSync(t, p)
+}
+
+// fakeMaster is the test speaking as alpha (with alpha's key, from host A)
+// to the slave agent, to send it streams no real master would.
+type fakeMaster struct {
+	sess *transport.Session
+	conn *transport.Conn
+}
+
+func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
+	t.Helper()
+	var sess *transport.Session
+	inHost(t, p.Master.Host, func() error {
+		var err error
+		sess, err = transport.NewSession(transport.SessionConfig{
+			Config: transport.Config{
+				Node: "alpha", Cert: keyPair(t, p.Master), ListenAddr: p.Master.Addr, Peer: "beta",
+				PeerFingerprint: p.Slave.Fingerprint, Logger: slog.New(slog.DiscardHandler),
+				LocalState: func() (transport.Role, uint64) { return transport.RoleMaster, 0 },
+			},
+			PeerAddr: p.Slave.Addr,
+		})
+		if err != nil {
+			return err
+		}
+		return sess.Start()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := sess.WaitConn(ctx, nil)
+	if err != nil {
+		sess.Close()
+		t.Fatalf("fake master: %v", err)
+	}
+	return &fakeMaster{sess: sess, conn: c}
+}
+
+// ack waits for the slave's Ack of transfer id.
+func (f *fakeMaster) ack(t *testing.T, id uint64) *transport.Ack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		m, err := f.conn.Receive(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the ack of transfer %d: %v", id, err)
+		}
+		if a, ok := m.(*transport.Ack); ok && a.ID == id {
+			return a
+		}
+	}
+}
+
+// TestBadStreamLeavesNothing: a corrupted, a truncated and an aborted
+// stream each leave no half-received dataset on the slave and are answered
+// with an error; the real master then retries and replicates.
+func TestBadStreamLeavesNothing(t *testing.T) {
+	p := newPair(t, agentpair.Options{})
+	writeRandom(t, filepath.Join(p.Master.Mountpoint, "data"), 8, 64<<10, 4)
+	snap := p.Master.Dataset + "@flocker-0-1"
+	zfsOut(t, "snapshot", snap)
+	guid, err := strconv.ParseUint(zfsOut(t, "get", "-Hp", "-o", "value", "guid", snap), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := exec.Command("zfs", "send", snap).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("full stream of %s: %d bytes", snap, len(stream))
+	start(t, p.Slave)
+	f := newFakeMaster(t, p)
+	defer f.sess.Close()
+
+	corrupted := bytes.Clone(stream)
+	for i := len(corrupted) / 2; i < len(corrupted)/2+64; i++ {
+		corrupted[i] ^= 0xff
+	}
+	for i, tc := range []struct {
+		name  string
+		bytes []byte
+		abort bool
+	}{
+		{"corrupted", corrupted, false},
+		{"truncated", stream[:len(stream)/2], false},
+		{"aborted", stream[:len(stream)/3], true},
+	} {
+		id := uint64(100 + i)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ot, err := f.conn.OpenTransfer(ctx, transport.TransferBegin{ID: id, Dataset: agentpair.DatasetName, TargetGUID: guid,
+			Target: "flocker-0-1", EstimatedBytes: uint64(len(stream))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ot.Write(tc.bytes); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.abort {
+			ot.Abort(transport.AbortSendFailed)
+		} else if err := ot.Close(); err != nil {
+			t.Fatal(err)
+		}
+		a := f.ack(t, id)
+		cancel()
+		if a.Error == "" {
+			t.Fatalf("%s stream acknowledged as received", tc.name)
+		}
+		t.Logf("%s stream: slave answered %s: %.160s", tc.name, a.Code, a.Error)
+		if !tc.abort && a.Code != "bad_stream" {
+			t.Errorf("%s stream: code %q, want bad_stream", tc.name, a.Code)
+		}
+		if datasetExists(t, p.Slave.Dataset) {
+			t.Fatalf("%s stream left %s behind", tc.name, p.Slave.Dataset)
+		}
+	}
+	f.sess.Close()
+	start(t, p.Master)
+	waitSame(t, p, firstSyncTimeout)
+	if !p.Slave.Running() {
+		t.Error("the slave agent exited")
+	}
+}
