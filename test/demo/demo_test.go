@@ -29,13 +29,18 @@ func TestDemo(t *testing.T) {
 	got := out.String()
 	t.Log(got)
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`alpha \(master\) key, certificate and config in `),
-		regexp.MustCompile(`beta  \(slave\) key, certificate and config in `),
+		regexp.MustCompile(`alpha \(master\) on host a `),
+		regexp.MustCompile(`beta  \(slave\) on host b `),
+		regexp.MustCompile(`key, certificate and config in `),
 		regexp.MustCompile(`fingerprint sha256:[0-9a-f]{64}`),
 		regexp.MustCompile(`flocker check on alpha:\n    .*alpha`),
 		regexp.MustCompile(`ZFS zfs-fuse`),
 		regexp.MustCompile(`tier tracepoint +available`),
-		regexp.MustCompile(`tier timer +available`),
+		regexp.MustCompile(`first sync: a full send of flocker-0-1 \(\d+ bytes\) over QUIC; beta's replica identical after`),
+		regexp.MustCompile(`note-4\.txt: visible in beta's replica after \d+ms`),
+		regexp.MustCompile(`from the timer's change report to beta's ack, median \d+ ms`),
+		regexp.MustCompile(`write-to-replica lag: median \d+ms, max \d+ms over 5 writes`),
+		regexp.MustCompile(`beta stopped, exit 0`),
 		regexp.MustCompile(`not built yet`),
 		regexp.MustCompile(`cleaned up`),
 	} {

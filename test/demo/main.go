@@ -1,6 +1,7 @@
 // Command demo is `make demo`: two flocker hosts on this machine, built with
-// the same rig the end-to-end tests use (network namespaces, zfs-fuse pools).
-// It shows only what flocker does today and says plainly what it does not yet.
+// the same rig and agent harness the end-to-end tests use (network
+// namespaces, zfs-fuse pools, one agent process per host). It shows only
+// what flocker does today and says plainly what it does not yet.
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flockerha/flocker/internal/agentpair"
 	"github.com/flockerha/flocker/internal/logging"
 	"github.com/flockerha/flocker/internal/rig"
 )
@@ -39,16 +41,6 @@ func main() {
 	}
 }
 
-// node is one flocker host of the demo.
-type node struct {
-	name, role string
-	host       *rig.Host
-	dataset    rig.Dataset
-	dir        string // config, key and certificate
-	config     string
-	print      string // fingerprint printed by init
-}
-
 func run(ctx context.Context, out io.Writer, bin string, log *slog.Logger) (err error) {
 	bin, err = filepath.Abs(bin)
 	if err != nil {
@@ -67,7 +59,7 @@ func run(ctx context.Context, out io.Writer, bin string, log *slog.Logger) (err 
 			err = errors.Join(err, closers[i]())
 		}
 		if err == nil {
-			fmt.Fprintf(out, "\n[%5.1fs] cleaned up: namespaces, pools and files removed\n", time.Since(start).Seconds())
+			fmt.Fprintf(out, "\n[%5.1fs] cleaned up: agents stopped, namespaces, pools and files removed\n", time.Since(start).Seconds())
 		}
 	}()
 
@@ -86,97 +78,142 @@ func run(ctx context.Context, out io.Writer, bin string, log *slog.Logger) (err 
 		fmt.Fprintln(out, "  zfs-fuse was already running and answers")
 	}
 
-	step("ZFS: one pool per host on a sparse file, dataset \"app\" on each")
-	nodes := []*node{{name: "alpha", role: "master"}, {name: "beta", role: "slave"}}
-	for _, n := range nodes {
-		p, err := rig.CreatePool(ctx, rig.PoolOptions{Logger: log})
-		if err != nil {
-			return err
-		}
-		closers = append(closers, p.Close)
-		if n.dataset, err = p.CreateDataset(ctx, "app", nil); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-5s pool %s, dataset %s at %s\n", n.name, p.Name, n.dataset.Name, n.dataset.Mountpoint)
-	}
-
-	step("network: hosts a and b and client c on one L2 segment (network namespaces)")
-	netw, err := rig.NewNetwork(ctx, rig.NetworkOptions{Logger: log})
+	step("two hosts: one zfs-fuse pool each, network namespaces a and b (and client c) on one L2 segment;")
+	fmt.Fprintln(out, "  each host configured with flocker init, then flocker trust with the other's fingerprint")
+	p, err := agentpair.New(ctx, agentpair.Options{Bin: bin, Logger: log, Settings: map[string]map[string]string{
+		"notify": {"interval": demoInterval},
+	}})
 	if err != nil {
 		return err
 	}
-	closers = append(closers, netw.Close)
-	nodes[0].host, nodes[1].host = netw.A, netw.B
-	for _, h := range netw.Hosts() {
-		fmt.Fprintf(out, "  host %s: %s %s and %s\n", h.Name, h.Interface, h.IPv4, h.IPv6)
+	closers = append(closers, p.Close)
+	for _, n := range p.Nodes() {
+		fmt.Fprintf(out, "  %-5s (%s) on host %s %s: dataset %s\n", n.Name, n.Role, n.Host.Name, n.Addr, n.Dataset)
+		fmt.Fprintf(out, "        key, certificate and config in %s\n        fingerprint %s\n", n.Dir, n.Fingerprint)
 	}
-	fmt.Fprintf(out, "  floating address reserved: %s; witness: %s\n", netw.VIP4, netw.Witness4)
+	fmt.Fprintf(out, "  (beta's replica %s does not exist yet: the first transfer creates it)\n", p.Slave.Dataset)
+	for _, n := range p.Nodes() {
+		res, err := n.Flocker(ctx, "check", "--config", n.Config)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  flocker check on %s:\n%s", n.Name, indent(res, "    "))
+	}
 
-	step("credentials and configuration: flocker init on each host, then trust each other")
-	dir, err := os.MkdirTemp("", "flocker-demo-")
+	step("flocker probe on alpha: what this kernel and this ZFS offer flocker")
+	res, err := p.Master.Flocker(ctx, "probe", "--json", "--mountpoint", p.Master.Mountpoint)
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func() error { return os.RemoveAll(dir) })
-	peerOf := map[*node]*node{nodes[0]: nodes[1], nodes[1]: nodes[0]}
-	for _, n := range nodes {
-		n.dir = filepath.Join(dir, n.name)
-		n.config = filepath.Join(n.dir, "flocker.ini")
-		peer := peerOf[n]
-		res, err := flocker(ctx, n.host, bin, "init", "--config", n.config, "--name", n.name,
-			"--listen", n.host.IPv4.Addr().String()+":7946",
-			"--peer-name", peer.name, "--peer-address", peer.host.IPv4.Addr().String()+":7946",
-			"--role", n.role, "--dataset", "app="+n.dataset.Name,
-			"--vip", netw.VIP4.String(), "--interface", n.host.Interface)
-		if err != nil {
-			return err
-		}
-		n.print = strings.TrimSpace(res)
-		fmt.Fprintf(out, "  %-5s (%s) key, certificate and config in %s\n        fingerprint %s\n", n.name, n.role, n.dir, n.print)
+	summary, err := summarizeProbe(res)
+	if err != nil {
+		return fmt.Errorf("probe on alpha: %w", err)
 	}
-	for _, n := range nodes {
-		if _, err := flocker(ctx, n.host, bin, "trust", "--config", n.config, peerOf[n].print); err != nil {
+	fmt.Fprint(out, indent(summary, "  "))
+
+	step("alpha writes some files, then both agents start (flocker agent --config ..., one process per host)")
+	if err := writeDemoFiles(p.Master.Mountpoint); err != nil {
+		return err
+	}
+	for _, n := range []*agentpair.Node{p.Slave, p.Master} {
+		if err := n.Start(); err != nil {
 			return err
 		}
 	}
-	for _, n := range nodes {
-		res, err := flocker(ctx, n.host, bin, "check", "--config", n.config)
+	first, err := p.WaitSame(ctx, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	r, err := p.Master.Log.WaitMsg(ctx, 0, "replicated")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  first sync: a full send of %s (%.0f bytes) over QUIC; beta's replica identical after %v\n",
+		r.Str("target"), r.Num("bytes"), first.Round(time.Millisecond))
+	fmt.Fprintf(out, "  (identical = same tree checksum of alpha's %s and beta's %s)\n", p.Master.Mountpoint, p.Slave.Mountpoint)
+
+	step("write on alpha, read it back on beta's replica: the lag, measured from write() returning")
+	var lags []time.Duration
+	for i := range 5 {
+		name := fmt.Sprintf("note-%d.txt", i)
+		content := fmt.Sprintf("note %d written on alpha at %s\n", i, time.Now().Format(time.RFC3339Nano))
+		t0 := time.Now()
+		if err := os.WriteFile(filepath.Join(p.Master.Mountpoint, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+		lag, err := waitFile(ctx, filepath.Join(p.Slave.Mountpoint, name), content, t0)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "  flocker check on %s:\n%s", n.name, indent(res, "    "))
+		lags = append(lags, lag)
+		fmt.Fprintf(out, "  %s: visible in beta's replica after %v\n", name, lag.Round(time.Millisecond))
+		time.Sleep(300 * time.Millisecond)
+	}
+	slices.Sort(lags)
+	fmt.Fprintf(out, "  write-to-replica lag: median %v, max %v over %d writes\n", lags[len(lags)/2].Round(time.Millisecond),
+		lags[len(lags)-1].Round(time.Millisecond), len(lags))
+	fmt.Fprintf(out, "  this lag is the timer tier's (every %s); the eBPF and fanotify tiers, which report a write at once,\n", demoInterval)
+	fmt.Fprintln(out, "  are not wired into the agent yet")
+	if _, err := p.WaitSame(ctx, time.Minute); err != nil {
+		return err
+	}
+	var cycle []float64
+	for _, r := range p.Master.Log.Records(0) {
+		if r.Msg() == "replicated" && r.Str("kind") == "incremental" {
+			cycle = append(cycle, r.Num("lag_ms"))
+		}
+	}
+	taken := p.Master.Log.Count(0, func(r agentpair.Record) bool { return r.Msg() == "snapshot taken" })
+	fmt.Fprintf(out, "  alpha so far: %d snapshots taken, %d incremental transfers acknowledged by beta\n", taken, len(cycle))
+	if len(cycle) > 0 {
+		slices.Sort(cycle)
+		fmt.Fprintf(out, "  alpha's own log: from the timer's change report to beta's ack, median %.0f ms, max %.0f ms\n",
+			cycle[len(cycle)/2], cycle[len(cycle)-1])
 	}
 
-	step("flocker probe on each host: what this kernel and this ZFS offer flocker")
-	for _, n := range nodes {
-		res, err := flocker(ctx, n.host, bin, "probe", "--json", "--mountpoint", n.dataset.Mountpoint)
-		if err != nil {
-			return err
+	step("stopping both agents (SIGTERM: an orderly stop)")
+	for _, n := range p.Nodes() {
+		if err := n.Stop(); err != nil {
+			return fmt.Errorf("stopping %s: %w", n.Name, err)
 		}
-		summary, err := summarizeProbe(res)
-		if err != nil {
-			return fmt.Errorf("probe on %s: %w", n.name, err)
-		}
-		fmt.Fprintf(out, "  %s:\n%s", n.name, indent(summary, "    "))
+		fmt.Fprintf(out, "  %s stopped, exit 0\n", n.Name)
 	}
 
-	step("not shown yet, because it is not built yet: the agent (snapshot on change, replication over QUIC),")
-	fmt.Fprintln(out, "  failover with the floating address, status and metrics. The demo grows as they land.")
+	step("not shown yet, because it is not built yet: failover with the floating address,")
+	fmt.Fprintln(out, "  status and metrics, eBPF/fanotify change notification in the agent. The demo grows as they land.")
 	return nil
 }
 
-// flocker runs the binary inside the host's network namespace and returns its
-// stdout; a failure carries its stderr.
-func flocker(ctx context.Context, h *rig.Host, bin string, args ...string) (string, error) {
+// demoInterval is the timer tier's period in the demo.
+const demoInterval = "200ms"
+
+func writeDemoFiles(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "docs"), 0o755); err != nil {
+		return err
+	}
+	for i := range 20 {
+		text := strings.Repeat(fmt.Sprintf("line %d of file %d\n", i, i), 200)
+		if err := os.WriteFile(filepath.Join(dir, "docs", fmt.Sprintf("file-%02d.txt", i)), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitFile polls until path holds content and returns the time since t0.
+func waitFile(ctx context.Context, path, content string, t0 time.Time) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	cmd := h.Command(ctx, bin, args...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("flocker %s on host %s: %w\n%s%s", args[0], h.Name, err, stdout.String(), stderr.String())
+	for {
+		if b, err := os.ReadFile(path); err == nil && string(b) == content {
+			return time.Since(t0), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%s did not reach beta's replica: %w", path, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
-	return stdout.String(), nil
 }
 
 type probeReport struct {
