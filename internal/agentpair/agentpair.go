@@ -110,7 +110,11 @@ func New(ctx context.Context, opts Options) (_ *Pair, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p.closers = append(p.closers, p.stopAgents, net.Close)
+	// Closers run last first: the agents stop in order (SIGTERM, and their
+	// zfs children finish) before the network's Close SIGKILLs whatever is
+	// left in the namespaces. Killing a zfs receive and then destroying its
+	// pool can wedge zfs-fuse (its unmount callback spins on sync()).
+	p.closers = append(p.closers, net.Close, p.stopAgents)
 	p.Net = net
 	p.Master.Host, p.Slave.Host = net.A, net.B
 
@@ -177,11 +181,27 @@ func (p *Pair) Close() error {
 	return errors.Join(errs...)
 }
 
+// stopAgents stops both agents with SIGTERM, then waits until no process
+// is left in either host's namespace (a zfs child orphaned by an earlier
+// Kill finishes on its own once its input ends).
 func (p *Pair) stopAgents() error {
 	var errs []error
 	for _, n := range []*Node{p.Master, p.Slave} {
 		if n != nil {
 			errs = append(errs, n.Stop())
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range []*Node{p.Master, p.Slave} {
+		if n == nil || n.Host == nil {
+			continue
+		}
+		for len(n.Host.NS.Processes()) > 0 {
+			if time.Now().After(deadline) {
+				errs = append(errs, fmt.Errorf("%s: processes %v still running 30 s after the agent stopped", n.Name, n.Host.NS.Processes()))
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	return errors.Join(errs...)

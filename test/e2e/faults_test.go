@@ -199,8 +199,12 @@ func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 			}
 		})
 	}
-	n := p.Slave.Log.Count(markB, msg("refused connection after the handshake"))
-	if n != 3 {
+	// The records arrive through the agent's stderr a moment after the close.
+	refused := msg("refused connection after the handshake")
+	for deadline := time.Now().Add(10 * time.Second); p.Slave.Log.Count(markB, refused) < 3 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := p.Slave.Log.Count(markB, refused); n != 3 {
 		t.Errorf("agent logged %d refused connections, want 3", n)
 	}
 	for _, node := range p.Nodes() {
@@ -222,7 +226,6 @@ func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 // to the slave agent, to send it streams no real master would.
 type fakeMaster struct {
 	sess *transport.Session
-	conn *transport.Conn
 }
 
 func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
@@ -243,28 +246,54 @@ func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
 		}
 		return sess.Start()
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := sess.WaitConn(ctx, nil)
-	if err != nil {
-		sess.Close()
-		t.Fatalf("fake master: %v", err)
-	}
-	return &fakeMaster{sess: sess, conn: c}
+	return &fakeMaster{sess: sess}
 }
 
-// ack waits for the slave's Ack of transfer id.
-func (f *fakeMaster) ack(t *testing.T, id uint64) *transport.Ack {
+// transfer sends one stream and returns the slave's Ack. Both sides dial
+// at first, so the connection a transfer starts on may be superseded by
+// the other; then the transfer is sent again on the connection that won.
+func (f *fakeMaster) transfer(t *testing.T, hdr transport.TransferBegin, data []byte, abort bool) *transport.Ack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for {
-		m, err := f.conn.Receive(ctx)
+	var prev *transport.Conn
+	for attempt := 1; ; attempt++ {
+		c, err := f.sess.WaitConn(ctx, prev)
 		if err != nil {
-			t.Fatalf("waiting for the ack of transfer %d: %v", id, err)
+			t.Fatalf("fake master: no connection: %v", err)
 		}
-		if a, ok := m.(*transport.Ack); ok && a.ID == id {
+		a, err := sendStream(ctx, c, hdr, data, abort)
+		if err == nil {
 			return a
+		}
+		if c.Err() == nil || attempt == 5 {
+			t.Fatalf("transfer %d: %v", hdr.ID, err)
+		}
+		t.Logf("transfer %d: connection replaced (%v); sending again", hdr.ID, err)
+		prev = c
+	}
+}
+
+func sendStream(ctx context.Context, c *transport.Conn, hdr transport.TransferBegin, data []byte, abort bool) (*transport.Ack, error) {
+	ot, err := c.OpenTransfer(ctx, hdr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ot.Write(data); err != nil {
+		return nil, err
+	}
+	if abort {
+		ot.Abort(transport.AbortSendFailed)
+	} else if err := ot.Close(); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if a, ok := m.(*transport.Ack); ok && a.ID == hdr.ID {
+			return a, nil
 		}
 	}
 }
@@ -303,23 +332,9 @@ func TestBadStreamLeavesNothing(t *testing.T) {
 		{"truncated", stream[:len(stream)/2], false},
 		{"aborted", stream[:len(stream)/3], true},
 	} {
-		id := uint64(100 + i)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		ot, err := f.conn.OpenTransfer(ctx, transport.TransferBegin{ID: id, Dataset: agentpair.DatasetName, TargetGUID: guid,
-			Target: "flocker-0-1", EstimatedBytes: uint64(len(stream))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ot.Write(tc.bytes); err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if tc.abort {
-			ot.Abort(transport.AbortSendFailed)
-		} else if err := ot.Close(); err != nil {
-			t.Fatal(err)
-		}
-		a := f.ack(t, id)
-		cancel()
+		hdr := transport.TransferBegin{ID: uint64(100 + i), Dataset: agentpair.DatasetName, TargetGUID: guid,
+			Target: "flocker-0-1", EstimatedBytes: uint64(len(stream))}
+		a := f.transfer(t, hdr, tc.bytes, tc.abort)
 		if a.Error == "" {
 			t.Fatalf("%s stream acknowledged as received", tc.name)
 		}
