@@ -251,26 +251,33 @@ func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
 
 // transfer sends one stream and returns the slave's Ack. Both sides dial
 // at first, so the connection a transfer starts on may be superseded by
-// the other; then the transfer is sent again on the connection that won.
+// the other; then the transfer is sent again (with a new ID) on the
+// connection that won, once the slave is done with the first attempt (it
+// refuses a transfer while another is still being received), as the real
+// master's retry does.
 func (f *fakeMaster) transfer(t *testing.T, hdr transport.TransferBegin, data []byte, abort bool) *transport.Ack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var prev *transport.Conn
+	id := hdr.ID
 	for attempt := 1; ; attempt++ {
-		c, err := f.sess.WaitConn(ctx, prev)
+		c, err := f.sess.WaitConn(ctx, nil)
 		if err != nil {
 			t.Fatalf("fake master: no connection: %v", err)
 		}
+		hdr.ID = id*100 + uint64(attempt)
 		a, err := sendStream(ctx, c, hdr, data, abort)
-		if err == nil {
+		if err == nil && a.Code != "refused" {
 			return a
 		}
-		if c.Err() == nil || attempt == 5 {
+		if err == nil {
+			err = errors.New(a.Error)
+		}
+		if attempt == 10 {
 			t.Fatalf("transfer %d: %v", hdr.ID, err)
 		}
-		t.Logf("transfer %d: connection replaced (%v); sending again", hdr.ID, err)
-		prev = c
+		t.Logf("transfer %d: %v; sending again", hdr.ID, err)
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
