@@ -317,6 +317,14 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 		if err := s.ensureReadonly(ctx); err != nil {
 			s.log.Error("making the replica readonly failed", "err", err)
 			s.st.LastError = problem(codeReceiveFailed, err, now)
+		} else if r.hdr.BaseGUID == 0 && !s.cfg.receiveProps {
+			// Without `receive -o readonly=on` the new replica was writable and
+			// mounted for a moment; a read then (zfs-fuse updates atime) would
+			// refuse the next incremental. It holds nothing but the snapshot
+			// just received, so rolling back to it loses nothing.
+			if err := s.z.Rollback(ctx, s.cfg.zfs+"@"+newest(s.local).ShortName()); err != nil {
+				s.log.Warn("rolling the new replica back to its snapshot failed", "err", err)
+			}
 		}
 	}
 	s.st.Snapshots.Transfers++
