@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -38,6 +40,13 @@ func TestReplicate(t *testing.T) {
 		t.Errorf("replica mounted = %v, %v", mounted, err)
 	}
 	assertHeld(t, m, "flocker-0-1")
+	full := m.a.Status()
+	if !full.Peer.Connected || full.Peer.Role != "slave" || full.Role != "master" || full.Dialect == "" {
+		t.Errorf("agent status: %+v", full)
+	}
+	if b, err := json.Marshal(full); err != nil || !strings.Contains(string(b), `"newest_local"`) {
+		t.Errorf("status JSON: %s, %v", b, err)
+	}
 
 	// A change: one snapshot, one incremental; the hold moves.
 	writeFiles(t, m.mount, "a", 20, 4096)
@@ -357,5 +366,82 @@ func TestFullSendProgress(t *testing.T) {
 	}
 	if _, err := snapshot.ParseFlockerName(st.NewestLocal.Name); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestStaleHoldsReleased: holds of ours left on older snapshots (a crash
+// between placing the new hold and releasing the old) are released at
+// start; the base keeps its hold.
+func TestStaleHoldsReleased(t *testing.T) {
+	m, s := newPair(t, pairOptions{})
+	s.start(t)
+	m.start(t)
+	waitSynced(t, m, syncTimeout)
+	writeFiles(t, m.mount, "a", 1, 100)
+	m.fire(t)
+	waitSynced(t, m, syncTimeout)
+	assertHeld(t, m, "flocker-0-2")
+	m.stop(t)
+	if err := m.z.Hold(context.Background(), holdTag, m.zfs+"@flocker-0-1"); err != nil {
+		t.Fatal(err)
+	}
+	assertHeld(t, m, "flocker-0-1")
+	m.start(t)
+	assertNotHeld(t, m, "flocker-0-1")
+	assertHeld(t, m, "flocker-0-2")
+	waitSynced(t, m, syncTimeout)
+	assertHeld(t, m, "flocker-0-3")
+	assertNotHeld(t, m, "flocker-0-2")
+}
+
+// TestRetentionBothSides: with a one-second retention, each side prunes
+// flocker's old snapshots (at most every pruneEvery) but keeps its newest,
+// and the master keeps the held base; operator snapshots are never pruned.
+func TestRetentionBothSides(t *testing.T) {
+	m, s := newPair(t, pairOptions{extra: "[snapshot]\nretention = 1s:all"})
+	if err := m.z.Snapshot(context.Background(), m.zfs+"@operator-kept"); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t)
+	m.start(t)
+	waitSynced(t, m, syncTimeout)
+	for i := range 4 {
+		writeFiles(t, m.mount, fmt.Sprintf("r%d", i), 1, 100)
+		m.fire(t)
+		waitSynced(t, m, syncTimeout)
+		time.Sleep(1100 * time.Millisecond) // creation times have a one-second resolution
+	}
+	waitFor(t, 3*pruneEvery, "both sides to prune", func() bool {
+		return m.status().Snapshots.Pruned > 0 && s.status().Snapshots.Pruned > 0
+	})
+	// One more cycle: each side prunes again what aged out meanwhile.
+	writeFiles(t, m.mount, "last", 1, 100)
+	m.fire(t)
+	st := waitSynced(t, m, syncTimeout)
+	sameTree(t, m, s)
+	ctx := context.Background()
+	local, err := m.z.ListSnapshots(ctx, m.zfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, x := range local {
+		names[x.ShortName()] = true
+	}
+	if !names["operator-kept"] || !names[st.NewestLocal.Name] {
+		t.Errorf("master kept %v: want the operator's snapshot and the newest %s", names, st.NewestLocal.Name)
+	}
+	if len(local) > 4 {
+		t.Errorf("master holds %d snapshots after pruning: %v", len(local), names)
+	}
+	replica, err := s.z.ListSnapshots(ctx, s.zfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(replica) > 3 || replica[len(replica)-1].GUID != st.NewestLocal.GUID {
+		t.Errorf("replica holds %d snapshots, newest %s: want few, the master's newest last", len(replica), replica[len(replica)-1].Name)
+	}
+	if st.Snapshots.Local != len(local) {
+		t.Errorf("status counts %d local snapshots, zfs lists %d: the in-memory list drifted", st.Snapshots.Local, len(local))
 	}
 }
