@@ -53,6 +53,13 @@ const (
 	// sendTimeout bounds one control message: a peer that does not read
 	// its control stream for this long is treated as gone.
 	sendTimeout = 10 * time.Second
+	// connSettle delays the first transfer on a new connection: when both
+	// nodes dial at once the session keeps one connection and closes the
+	// other a moment later (transport's supersede rule), and a transfer
+	// started on the loser is lost work (a full sync on zfs-fuse starts
+	// over). Both dials resolve within a round trip and a handshake, a few
+	// ms here; 200 ms covers a loaded host.
+	connSettle = 200 * time.Millisecond
 	// eventQueue is each loop's inbox; routing blocks when it is full,
 	// which stalls that connection's readers (QUIC flow control does the
 	// rest).

@@ -67,6 +67,7 @@ type master struct {
 	snapRetry time.Time
 
 	conn      *transport.Conn
+	connAt    time.Time // when conn came up (see connSettle)
 	peerRole  transport.Role
 	peerEpoch uint64
 	peer      []snapshot.Snapshot
@@ -240,7 +241,7 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 		if m.xfer != nil && m.xfer.conn != ev.c {
 			m.fail(m.xfer, codeTransport, errors.New("connection replaced"), now)
 		}
-		m.conn, m.peerKnown, m.peer, m.peerToken = ev.c, false, nil, ""
+		m.conn, m.connAt, m.peerKnown, m.peer, m.peerToken = ev.c, now, false, nil, ""
 		m.peerRole, m.peerEpoch = ev.c.Peer().Role, ev.c.Peer().Epoch
 		// The peer's view of our snapshots, for its status.
 		if err := sendMsg(ctx, ev.c, &transport.SnapshotList{Dataset: m.cfg.name, Snapshots: toWire(m.wireList())}); err != nil {
@@ -302,9 +303,12 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 		m.syncHold(ctx)
 	}
 	if m.xfer == nil {
-		if now.Before(m.retryAt) {
+		switch settled := m.connAt.Add(connSettle); {
+		case now.Before(m.retryAt):
 			wake = earliest(wake, m.retryAt)
-		} else {
+		case m.conn != nil && now.Before(settled):
+			wake = earliest(wake, settled)
+		default:
 			m.maybeStart(ctx, now)
 		}
 	}

@@ -40,6 +40,8 @@ type slave struct {
 	recv     *incoming
 	pruneDue bool
 	lastPrun time.Time
+	// remountBusy: the last remount was refused (see remount).
+	remountBusy bool
 
 	st DatasetStatus
 }
@@ -334,11 +336,13 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 	if !now.Before(s.lastPrun.Add(pruneEvery)) {
 		s.prune(ctx, now)
 	}
-	s.sendList(ctx, r.c)
-	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, ReceivedGUID: r.hdr.TargetGUID})
 	if s.cfg.zfsFuse && r.hdr.BaseGUID != 0 {
+		// Before the ack: once the master hears of it, the replica reads
+		// the received data.
 		s.remount(ctx)
 	}
+	s.sendList(ctx, r.c)
+	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, ReceivedGUID: r.hdr.TargetGUID})
 }
 
 // remount unmounts and mounts the replica after an incremental receive on
@@ -350,8 +354,15 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 // stale names then stay until a later remount succeeds.
 func (s *slave) remount(ctx context.Context) {
 	if err := s.z.Unmount(ctx, s.cfg.zfs); err != nil {
-		s.log.Debug("replica busy: not remounted after the receive", "err", err)
+		if !s.remountBusy {
+			s.log.Warn("replica in use: not remounted after the receive; names looked up before it may read as missing until a later remount", "err", err)
+		}
+		s.remountBusy = true
 		return
+	}
+	if s.remountBusy {
+		s.log.Info("replica remounted again")
+		s.remountBusy = false
 	}
 	if err := s.z.Mount(ctx, s.cfg.zfs); err != nil {
 		s.log.Error("mounting the replica again failed", "err", err)

@@ -124,7 +124,7 @@ func run(ctx context.Context, out io.Writer, bin string, log *slog.Logger) (err 
 	if err != nil {
 		return err
 	}
-	r, err := p.Master.Log.WaitMsg(ctx, 0, "replicated")
+	r, err := p.Slave.Log.WaitMsg(ctx, 0, "received") // the first receive is the full stream
 	if err != nil {
 		return err
 	}

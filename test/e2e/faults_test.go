@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -225,7 +226,16 @@ func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 // fakeMaster is the test speaking as alpha (with alpha's key, from host A)
 // to the slave agent, to send it streams no real master would.
 type fakeMaster struct {
-	sess *transport.Session
+	sess  *transport.Session
+	slave *agentpair.Node
+}
+
+// receiving waits until the slave agent logs that it receives transfer id.
+func (f *fakeMaster) receiving(ctx context.Context, id uint64) error {
+	_, err := f.slave.Log.Wait(ctx, 0, func(r agentpair.Record) bool {
+		return r.Msg() == "receiving" && uint64(r.Num("id")) == id
+	})
+	return err
 }
 
 func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
@@ -246,7 +256,7 @@ func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
 		}
 		return sess.Start()
 	})
-	return &fakeMaster{sess: sess}
+	return &fakeMaster{sess: sess, slave: p.Slave}
 }
 
 // transfer sends one stream and returns the slave's Ack. Both sides dial
@@ -266,7 +276,7 @@ func (f *fakeMaster) transfer(t *testing.T, hdr transport.TransferBegin, data []
 			t.Fatalf("fake master: no connection: %v", err)
 		}
 		hdr.ID = id*100 + uint64(attempt)
-		a, err := sendStream(ctx, c, hdr, data, abort)
+		a, err := sendStream(ctx, c, hdr, data, abort, f.receiving)
 		if err == nil && a.Code != "refused" {
 			return a
 		}
@@ -281,7 +291,10 @@ func (f *fakeMaster) transfer(t *testing.T, hdr transport.TransferBegin, data []
 	}
 }
 
-func sendStream(ctx context.Context, c *transport.Conn, hdr transport.TransferBegin, data []byte, abort bool) (*transport.Ack, error) {
+// sendStream sends one transfer and waits for its Ack. An aborted one is
+// reset only once the slave has started receiving it (receiving waits for
+// that): a stream reset before its header was read is dropped unseen.
+func sendStream(ctx context.Context, c *transport.Conn, hdr transport.TransferBegin, data []byte, abort bool, receiving func(context.Context, uint64) error) (*transport.Ack, error) {
 	ot, err := c.OpenTransfer(ctx, hdr)
 	if err != nil {
 		return nil, err
@@ -290,7 +303,13 @@ func sendStream(ctx context.Context, c *transport.Conn, hdr transport.TransferBe
 		return nil, err
 	}
 	if abort {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := receiving(rctx, hdr.ID)
+		cancel()
 		ot.Abort(transport.AbortSendFailed)
+		if err != nil {
+			return nil, fmt.Errorf("the slave did not start receiving: %w", err)
+		}
 	} else if err := ot.Close(); err != nil {
 		return nil, err
 	}
