@@ -98,9 +98,8 @@ func New(opts Options) (*Agent, error) {
 		dc := datasetConfig{
 			name: d.Name, zfs: d.ZFS, peer: c.Peer.Name, epoch: c.State.Epoch,
 			minGap: c.Snapshot.MinInterval, retention: c.Snapshot.Retention, bandwidth: c.Replication.Bandwidth,
-			features: opts.Dialect.Features,
-			// STOPGAP: Features.ReceiveProperties once the adapter lands.
-			receiveProps: opts.Dialect.Name == snapshot.DialectOpenZFS,
+			features:     opts.Dialect.Features,
+			receiveProps: opts.Dialect.Features.ReceiveProperties,
 			zfsFuse:      opts.Dialect.Name == snapshot.DialectZFSFuse,
 		}
 		if c.State.Role == config.RoleMaster {

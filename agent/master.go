@@ -181,7 +181,7 @@ func (m *master) cleanHolds(ctx context.Context) error {
 	slices.SortFunc(ours, func(a, b string) int { return int(txg[a]) - int(txg[b]) })
 	keep := ours[len(ours)-1]
 	for _, s := range ours[:len(ours)-1] {
-		if err := m.z.Release(ctx, holdTag, s); err != nil && !errors.Is(err, errNoSuchHold) {
+		if err := m.z.Release(ctx, holdTag, s); err != nil && !errors.Is(err, snapshot.ErrNoSuchHold) {
 			m.log.Warn("releasing a stale hold failed", "snapshot", s, "err", err)
 			m.held = append(m.held, s)
 			continue
@@ -351,7 +351,7 @@ func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 	_, since := m.trig.Dirty()
 	name := m.cfg.zfs + "@" + snapshot.FlockerName{Epoch: m.cfg.epoch, Seq: m.seq}.String()
 	err := m.z.Snapshot(ctx, name)
-	if errors.Is(err, errExists) {
+	if errors.Is(err, snapshot.ErrExists) {
 		// Someone took this name (or a snapshot we never listed): skip it.
 		m.seq++
 		name = m.cfg.zfs + "@" + snapshot.FlockerName{Epoch: m.cfg.epoch, Seq: m.seq}.String()
@@ -411,7 +411,7 @@ func (m *master) syncHold(ctx context.Context) {
 // base is never unprotected.
 func (m *master) moveHold(ctx context.Context, base string) {
 	if !slices.Contains(m.held, base) {
-		if err := m.z.Hold(ctx, holdTag, base); err != nil && !errors.Is(err, errHoldExists) {
+		if err := m.z.Hold(ctx, holdTag, base); err != nil && !errors.Is(err, snapshot.ErrHoldExists) {
 			m.log.Warn("holding the replication base failed", "snapshot", base, "err", err)
 			return
 		}
@@ -425,7 +425,7 @@ func (m *master) moveHold(ctx context.Context, base string) {
 	}
 	kept := []string{base}
 	if len(stale) > 0 {
-		if err := m.z.Release(ctx, holdTag, stale...); err != nil && !errors.Is(err, errNoSuchHold) && !errors.Is(err, errNotFound) {
+		if err := m.z.Release(ctx, holdTag, stale...); err != nil && !errors.Is(err, snapshot.ErrNoSuchHold) && !errors.Is(err, snapshot.ErrNotFound) {
 			m.log.Warn("releasing the old base failed; retrying later", "snapshots", stale, "err", err)
 			kept = append(kept, stale...)
 		}
@@ -443,7 +443,7 @@ func (m *master) moveHold(ctx context.Context, base string) {
 func (m *master) bookmarkBase(ctx context.Context, base string) {
 	short := snapshot.Snapshot{Name: base}.ShortName()
 	mark := m.cfg.zfs + "#" + short
-	if err := m.z.CreateBookmark(ctx, base, mark); err != nil && !errors.Is(err, errExists) {
+	if err := m.z.CreateBookmark(ctx, base, mark); err != nil && !errors.Is(err, snapshot.ErrExists) {
 		m.log.Warn("bookmarking the base failed", "snapshot", base, "err", err)
 		return
 	}
@@ -571,7 +571,7 @@ func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
 	if x.kind == "resume" {
 		n, err = m.z.SendResume(ctx, x.token, w)
 	} else {
-		opts := sendOptions{}
+		opts := snapshot.SendOptions{}
 		if x.base != nil {
 			opts.From = x.base.Local
 		}
@@ -606,7 +606,7 @@ func (m *master) estimate(ctx context.Context, x *outgoing) (uint64, string) {
 	if x.kind == "resume" || (x.kind == "incremental" && x.between == 0) {
 		return 0, ""
 	}
-	opts := sendOptions{}
+	opts := snapshot.SendOptions{}
 	if x.base != nil {
 		opts.From = x.base.Local
 	}
@@ -614,7 +614,7 @@ func (m *master) estimate(ctx context.Context, x *outgoing) (uint64, string) {
 	if err == nil && n > 0 {
 		return uint64(n), "send -nP"
 	}
-	if !errors.Is(err, errUnsupported) && err != nil {
+	if !errors.Is(err, snapshot.ErrUnsupported) && err != nil {
 		m.log.Warn("estimating the send failed", "err", err)
 	}
 	if x.kind != "full" {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -86,18 +87,18 @@ func (n *manualNotifier) Fire(t *testing.T) {
 // faultZFS wraps a ZFS; a non-nil hook replaces one method.
 type faultZFS struct {
 	ZFS
-	send    func(ctx context.Context, snap string, w io.Writer, opts sendOptions) (int64, error)
-	receive func(ctx context.Context, target string, r io.Reader, opts receiveOptions) (int64, error)
+	send    func(ctx context.Context, snap string, w io.Writer, opts snapshot.SendOptions) (int64, error)
+	receive func(ctx context.Context, target string, r io.Reader, opts snapshot.ReceiveOptions) (int64, error)
 }
 
-func (f *faultZFS) Send(ctx context.Context, snap string, w io.Writer, opts sendOptions) (int64, error) {
+func (f *faultZFS) Send(ctx context.Context, snap string, w io.Writer, opts snapshot.SendOptions) (int64, error) {
 	if f.send != nil {
 		return f.send(ctx, snap, w, opts)
 	}
 	return f.ZFS.Send(ctx, snap, w, opts)
 }
 
-func (f *faultZFS) Receive(ctx context.Context, target string, r io.Reader, opts receiveOptions) (int64, error) {
+func (f *faultZFS) Receive(ctx context.Context, target string, r io.Reader, opts snapshot.ReceiveOptions) (int64, error) {
 	if f.receive != nil {
 		return f.receive(ctx, target, r, opts)
 	}
@@ -173,7 +174,7 @@ func newPair(t *testing.T, o pairOptions) (m, s *testNode) {
 			t.Fatal(err)
 		}
 		n.dialect = d
-		n.z = NewZFS(cli, "", d, rigtest.Logger(t).With("node", n.name))
+		n.z = snapshot.NewWithDialect(cli, d, rigtest.Logger(t).With("node", n.name))
 		n.fault = &faultZFS{ZFS: n.z}
 	}
 	peer := map[*testNode]*testNode{m: s, s: m}
@@ -309,7 +310,7 @@ func writeFiles(t *testing.T, dir, sub string, n, size int) {
 func replicaExists(t *testing.T, s *testNode) bool {
 	t.Helper()
 	_, err := s.z.ListSnapshots(context.Background(), s.zfs)
-	if err != nil && !strings.Contains(err.Error(), "does not exist") {
+	if err != nil && !errors.Is(err, snapshot.ErrNotFound) {
 		t.Fatalf("listing the replica: %v", err)
 	}
 	return err == nil

@@ -150,7 +150,7 @@ func TestBadStreamsRetried(t *testing.T) {
 			m, s := newPair(t, pairOptions{})
 			writeFiles(t, m.mount, "data", 16, 8192) // the full stream is ~150 KB
 			var bad atomic.Int32
-			m.fault.send = func(ctx context.Context, snap string, w io.Writer, opts sendOptions) (int64, error) {
+			m.fault.send = func(ctx context.Context, snap string, w io.Writer, opts snapshot.SendOptions) (int64, error) {
 				if bad.Add(1) > 1 {
 					return m.z.Send(ctx, snap, w, opts)
 				}
@@ -162,11 +162,11 @@ func TestBadStreamsRetried(t *testing.T) {
 			}
 			// Before the slave may retry anything, record what it held.
 			var sawFailure atomic.Bool
-			s.fault.receive = func(ctx context.Context, target string, r io.Reader, opts receiveOptions) (int64, error) {
+			s.fault.receive = func(ctx context.Context, target string, r io.Reader, opts snapshot.ReceiveOptions) (int64, error) {
 				n, err := s.z.Receive(ctx, target, r, opts)
 				if err != nil {
 					sawFailure.Store(true)
-					if !errors.Is(err, errBadStream) {
+					if !errors.Is(err, snapshot.ErrBadStream) {
 						t.Errorf("receive failed with %v, want a bad-stream error", err)
 					}
 					if replicaExists(t, s) {

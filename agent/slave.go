@@ -40,8 +40,10 @@ type slave struct {
 	recv     *incoming
 	pruneDue bool
 	lastPrun time.Time
-	// remountBusy: the last remount was refused (see remount).
-	remountBusy bool
+	// remountBusy: the last remount was refused (see remount), and it is
+	// not tried again before remountRetry.
+	remountBusy  bool
+	remountRetry time.Time
 
 	st DatasetStatus
 }
@@ -82,7 +84,7 @@ func newSlave(cfg datasetConfig, z slaveZFS, log *slog.Logger) *slave {
 func (s *slave) init(ctx context.Context) error {
 	snaps, err := s.z.ListSnapshots(ctx, s.cfg.zfs)
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, snapshot.ErrNotFound):
 		s.log.Info("slave ready: no replica yet; the first transfer creates it")
 		return nil
 	case err != nil:
@@ -108,7 +110,7 @@ func (s *slave) init(ctx context.Context) error {
 // was measured: writes fail with EROFS), so there "temporary" is taken as
 // on. On OpenZFS a temporary value is a real mount override and is taken
 // as it reads.
-func (s *slave) readonlyOn(p property) bool {
+func (s *slave) readonlyOn(p snapshot.Property) bool {
 	if s.cfg.zfsFuse && p.Source == "temporary" {
 		return true
 	}
@@ -247,7 +249,7 @@ func (s *slave) accept(ctx context.Context, ev evTransfer, now time.Time) {
 	}
 	if s.token != "" && !hdr.Resume {
 		// A new stream replaces the partial one.
-		if err := s.z.AbortReceive(ctx, s.cfg.zfs); err != nil && !errors.Is(err, errNotFound) {
+		if err := s.z.AbortReceive(ctx, s.cfg.zfs); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
 			s.refuse(ctx, ev, fmt.Sprintf("discarding the partial receive failed: %v", err), now)
 			return
 		}
@@ -260,7 +262,7 @@ func (s *slave) accept(ctx context.Context, ev evTransfer, now time.Time) {
 	rctx, cancel := context.WithCancel(ctx)
 	r := &incoming{c: ev.c, t: ev.t, hdr: hdr, started: now, cancel: cancel, done: make(chan struct{}), nextNote: now.Add(progressEvery)}
 	s.recv = r
-	opts := receiveOptions{Resumable: s.cfg.features.ResumableReceive}
+	opts := snapshot.ReceiveOptions{Resumable: s.cfg.features.ResumableReceive}
 	if hdr.BaseGUID == 0 && s.cfg.receiveProps {
 		opts.Properties = map[string]string{"readonly": "on"}
 	}
@@ -339,32 +341,52 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 	if s.cfg.zfsFuse && r.hdr.BaseGUID != 0 {
 		// Before the ack: once the master hears of it, the replica reads
 		// the received data.
-		s.remount(ctx)
+		s.remount(ctx, now)
 	}
 	s.sendList(ctx, r.c)
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, ReceivedGUID: r.hdr.TargetGUID})
 }
 
+// Remounting the zfs-fuse replica (see remount).
+const (
+	// remountWait bounds one attempt: zfs-fuse calls a file system busy
+	// for a moment after its last file closed, and the adapter retries
+	// that; a replica that stays in use is left mounted as it is.
+	remountWait = time.Second
+	// remountBackoff spaces attempts while the replica is in use, so that
+	// an operator's open file costs receives at most remountWait per
+	// remountBackoff.
+	remountBackoff = 10 * time.Second
+)
+
 // remount unmounts and mounts the replica after an incremental receive on
 // zfs-fuse, which otherwise keeps answering "no such file" for every name
 // that was looked up on the replica before the receive created it (readdir
 // lists the file, open fails), until the next mount. Measured: a remount
-// cures it and takes about 25 ms. A replica in use (a reader's open file or
-// working directory) refuses the plain unmount, which is never forced: its
-// stale names then stay until a later remount succeeds.
-func (s *slave) remount(ctx context.Context) {
-	if err := s.z.Unmount(ctx, s.cfg.zfs); err != nil {
-		if !s.remountBusy {
-			s.log.Warn("replica in use: not remounted after the receive; names looked up before it may read as missing until a later remount", "err", err)
-		}
-		s.remountBusy = true
+// cures it and takes about 25 ms. The unmount is never forced; a replica in
+// use refuses it, and its stale names then stay until a later remount.
+func (s *slave) remount(ctx context.Context, now time.Time) {
+	if now.Before(s.remountRetry) {
 		return
+	}
+	uctx, cancel := context.WithTimeout(ctx, remountWait)
+	err := s.z.Unmount(uctx, s.cfg.zfs)
+	cancel()
+	if err != nil {
+		// A refused (or cut short) unmount may still have happened.
+		if _, mounted, merr := s.z.Mountpoint(ctx, s.cfg.zfs); merr != nil || mounted {
+			if !s.remountBusy {
+				s.log.Warn("replica in use: not remounted after the receive; names looked up before it may read as missing until a later remount", "err", err)
+			}
+			s.remountBusy, s.remountRetry = true, now.Add(remountBackoff)
+			return
+		}
 	}
 	if s.remountBusy {
 		s.log.Info("replica remounted again")
 		s.remountBusy = false
 	}
-	if err := s.z.Mount(ctx, s.cfg.zfs); err != nil {
+	if err := s.z.Mount(ctx, s.cfg.zfs); err != nil && !errors.Is(err, snapshot.ErrMounted) {
 		s.log.Error("mounting the replica again failed", "err", err)
 		s.st.LastError = problem(codeReceiveFailed, fmt.Errorf("mounting the replica: %w", err), time.Now())
 	}
@@ -385,7 +407,7 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 	if ctx.Err() != nil {
 		code = codeShutdown
 	}
-	if errors.Is(err, errResumable) {
+	if errors.Is(err, snapshot.ErrResumable) {
 		if tok := resumeTokenOf(err); tok != "" {
 			s.token = tok
 		} else if tok, terr := s.z.ResumeToken(ctx, s.cfg.zfs); terr == nil {

@@ -13,8 +13,7 @@ import (
 // What the agent needs from ZFS, declared here by its consumers in small
 // pieces (the master and the slave each take only theirs), so that tests
 // wrap one method to inject a fault. snapshot's ZFS adapter provides all of
-// it; zfs_stopgap.go stands in until that adapter is on main, with the same
-// method names and meanings, so switching is deleting the stopgap.
+// it.
 
 // snapshotLister reads snapshot lists: once at start, then one snapshot at
 // a time by name (the lists are kept in memory, never re-listed per cycle).
@@ -33,7 +32,7 @@ type snapshotter interface {
 type holder interface {
 	Hold(ctx context.Context, tag string, snapshots ...string) error
 	Release(ctx context.Context, tag string, snapshots ...string) error
-	Holds(ctx context.Context, dataset string) ([]snapshotHolds, error)
+	Holds(ctx context.Context, dataset string) ([]snapshot.SnapshotHolds, error)
 }
 
 // bookmarker keeps the base usable as an incremental source after its
@@ -46,14 +45,14 @@ type bookmarker interface {
 
 // sender writes send streams.
 type sender interface {
-	Send(ctx context.Context, snap string, w io.Writer, opts sendOptions) (int64, error)
+	Send(ctx context.Context, snap string, w io.Writer, opts snapshot.SendOptions) (int64, error)
 	SendResume(ctx context.Context, token string, w io.Writer) (int64, error)
-	EstimateSend(ctx context.Context, snap string, opts sendOptions) (int64, error)
+	EstimateSend(ctx context.Context, snap string, opts snapshot.SendOptions) (int64, error)
 }
 
 // receiver applies send streams.
 type receiver interface {
-	Receive(ctx context.Context, target string, r io.Reader, opts receiveOptions) (int64, error)
+	Receive(ctx context.Context, target string, r io.Reader, opts snapshot.ReceiveOptions) (int64, error)
 	ResumeToken(ctx context.Context, dataset string) (string, error)
 	AbortReceive(ctx context.Context, dataset string) error
 }
@@ -61,7 +60,7 @@ type receiver interface {
 // properties reads and sets dataset properties (readonly on the replica,
 // referenced for a send estimate, mountpoint).
 type properties interface {
-	GetProperty(ctx context.Context, name, prop string) (property, error)
+	GetProperty(ctx context.Context, name, prop string) (snapshot.Property, error)
 	SetProperty(ctx context.Context, name, prop, value string) error
 	Mountpoint(ctx context.Context, dataset string) (path string, mounted bool, err error)
 }
@@ -91,23 +90,17 @@ type ZFS interface {
 	roller
 }
 
-// Kinds of ZFS failure the agent acts on. They stand for the adapter's
-// typed errors (snapshot.ErrPoolFull and friends): errors.Is matches them.
-var (
-	errNotFound            = errors.New("does not exist")
-	errBusy                = errors.New("dataset is busy")
-	errExists              = errors.New("already exists")
-	errPoolFull            = errors.New("out of space")
-	errBadStream           = errors.New("send stream corrupted or truncated")
-	errDestinationModified = errors.New("destination modified since its most recent snapshot")
-	errIncrementalMismatch = errors.New("most recent snapshot does not match the incremental source")
-	errResumable           = errors.New("partial receive saved; resumable")
-	errResumeTokenInvalid  = errors.New("resume token cannot be used")
-	errReceiveStatePresent = errors.New("destination holds partial receive state")
-	errNoSuchHold          = errors.New("no such hold tag")
-	errHoldExists          = errors.New("hold tag already exists")
-	errUnsupported         = errors.New("not supported by this zfs")
-)
+// The agent runs on snapshot's adapter.
+var _ ZFS = (*snapshot.ZFS)(nil)
+
+// resumeTokenOf returns the token a failed resumable receive printed.
+func resumeTokenOf(err error) string {
+	var ze *snapshot.ZFSError
+	if errors.As(err, &ze) {
+		return ze.Token
+	}
+	return ""
+}
 
 // Codes for Ack.Code and status: what went wrong, in words both sides and
 // operators share.
@@ -131,15 +124,15 @@ const (
 // receiveCode classifies a failed receive for the sender.
 func receiveCode(err error) string {
 	switch {
-	case errors.Is(err, errPoolFull):
+	case errors.Is(err, snapshot.ErrPoolFull):
 		return codePoolFull
-	case errors.Is(err, errBadStream):
+	case errors.Is(err, snapshot.ErrBadStream):
 		return codeBadStream
-	case errors.Is(err, errDestinationModified):
+	case errors.Is(err, snapshot.ErrDestinationModified):
 		return codeModified
-	case errors.Is(err, errIncrementalMismatch):
+	case errors.Is(err, snapshot.ErrIncrementalMismatch):
 		return codeMismatch
-	case errors.Is(err, errExists):
+	case errors.Is(err, snapshot.ErrExists):
 		return codeExists
 	}
 	return codeReceiveFailed

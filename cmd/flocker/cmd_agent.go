@@ -61,7 +61,7 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 	if err != nil {
 		return fail(e, "agent", err)
 	}
-	z := agent.NewZFS(cli, zfsBin, dialect, e.log)
+	z := snapshot.NewWithDialect(cli, dialect, e.log)
 	notifier, refused, err := selectNotifier(c, z, dialect, e.log)
 	if err != nil {
 		return fail(e, "agent", err)
