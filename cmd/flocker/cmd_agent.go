@@ -62,7 +62,7 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 		return fail(e, "agent", err)
 	}
 	z := snapshot.NewWithDialect(cli, dialect, e.log)
-	notifier, refused, err := selectNotifier(c, z, dialect, e.log)
+	notifier, refused, err := selectNotifier(ctx, c, cli, z, dialect, e.log)
 	if err != nil {
 		return fail(e, "agent", err)
 	}
@@ -89,26 +89,41 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 	return exitOK
 }
 
-// selectNotifier picks the change-notification tier for a master. STOPGAP
-// until the tier selection of branch notify lands: only the timer tier is
-// wired into the agent, so auto selects it and a forced better tier is
-// refused with the reason.
-func selectNotifier(c *config.Config, z agent.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, map[string]string, error) {
+// selectNotifier picks the change-notification tier for a master. A forced
+// eBPF tier ([notify] mode = fentry, kprobe, tracepoint or block) is loaded
+// as asked, and the agent refuses to start when this kernel refuses it.
+// `auto` runs the timer tier until the tier selection (best tier that loads,
+// the timer beside it as a safety net) lands with the notifier work; fanotify
+// is not built yet.
+func selectNotifier(ctx context.Context, c *config.Config, cli *snapshot.CLI, z agent.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, map[string]string, error) {
 	if c.State.Role != config.RoleMaster {
 		return nil, nil, nil
 	}
-	const notWired = "not wired into the agent in this build (its selection lands with the notifier tiers)"
 	refused := map[string]string{}
-	switch c.Notify.Mode {
+	switch mode := c.Notify.Mode; mode {
 	case config.NotifyAuto:
 		for _, t := range agent.Tiers {
 			if t != agent.TierTimer {
-				refused[t] = notWired
+				refused[t] = "mode auto does not select it yet (the tier selection is not wired into the agent); force it with [notify] mode"
 			}
 		}
 	case config.NotifyTimer:
+	case config.NotifyFanotify:
+		return nil, nil, fmt.Errorf("[notify] mode = fanotify: that tier is not built yet; use auto, timer or an eBPF tier")
 	default:
-		return nil, nil, fmt.Errorf("[notify] mode = %s: that tier is %s; use auto or timer", c.Notify.Mode, notWired)
+		opts := []agent.EBPFOption{agent.EBPFLog(log)}
+		if mode == config.NotifyBlock {
+			q, err := agent.NewZFSBlockQueries(ctx, cli, log)
+			if err != nil {
+				return nil, nil, err
+			}
+			opts = append(opts, agent.EBPFBlockZFS(q))
+		}
+		n, err := agent.NewEBPF(mode, opts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("[notify] mode = %s: %w", mode, err)
+		}
+		return n, nil, nil
 	}
 	t, err := agent.NewTimer(c.Notify.Interval, agent.WrittenFromZFS(z, d), log)
 	if err != nil {
