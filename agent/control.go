@@ -2,7 +2,20 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
+)
+
+// Errors a Controller wraps so the admin API can answer with the right
+// status, and its client can hand the same errors back (errors.Is works
+// across the wire).
+var (
+	// ErrRefused: the request makes no sense in the current state (promote
+	// without force while the peer is a live master, handoff from a slave,
+	// another role change in progress). HTTP 409.
+	ErrRefused = errors.New("refused")
+	// ErrNotFound: no such stash. HTTP 404.
+	ErrNotFound = errors.New("not found")
 )
 
 // Controller is what an operator may ask of a running agent. The agent

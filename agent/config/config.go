@@ -76,6 +76,17 @@ const (
 	// the data; one node is made master on purpose (init --role master,
 	// promote).
 	DefaultRole = RoleSlave
+	// DefaultAdminSocket is where the agent serves its admin API to root:
+	// /run is a tmpfs cleared at boot, so a stale socket never outlives a
+	// reboot, and systemd's RuntimeDirectory=flocker creates the directory.
+	DefaultAdminSocket = "/run/flocker/admin.sock"
+	// DefaultLagThreshold is when `flocker status` calls a replica degraded:
+	// 10 x DefaultNotifyInterval, so a healthy pair on the slowest tier (the
+	// timer) never crosses it, while a replica that has fallen behind by
+	// more than a few snapshot cycles (a stalled link, a full slave pool) is
+	// reported within seconds. A first full sync of a big dataset crosses it
+	// too, rightly: the replica is not current until it ends.
+	DefaultLagThreshold = 10 * DefaultNotifyInterval
 	// DefaultCert and DefaultKey sit beside the config file, where
 	// `flocker init` writes them.
 	DefaultCert = "node.crt"
@@ -139,6 +150,10 @@ type Peer struct {
 	Name        string         `json:"name"`
 	Address     netip.AddrPort `json:"address"`
 	Fingerprint string         `json:"fingerprint"` // pinned certificate, "sha256:HEX"
+	// Status is the peer's [node] status address, where `flocker status`
+	// asks it directly; unset (zero): status shows the peer as this node's
+	// agent sees it.
+	Status netip.AddrPort `json:"status"`
 }
 
 // TLS names this node's certificate and key files.
@@ -149,7 +164,11 @@ type TLS struct {
 
 // Admin holds settings for operator access to the agent.
 type Admin struct {
+	// TokenFile holds the bearer token of the mutating routes on [node]
+	// status; empty: they are reachable on the socket only.
 	TokenFile string `json:"token_file,omitempty"`
+	// Socket is the unix socket of the admin API, for root.
+	Socket string `json:"socket"`
 }
 
 // Dataset is one protected dataset.
@@ -176,6 +195,9 @@ type Replication struct {
 	// Bandwidth caps one dataset's send rate in bytes per second; 0 is
 	// no cap.
 	Bandwidth uint64 `json:"bandwidth"`
+	// LagThreshold: a replication lag above it makes `flocker status`
+	// report the pair degraded.
+	LagThreshold time.Duration `json:"lag_threshold"`
 }
 
 // Notify selects how the agent learns that a dataset changed.
@@ -205,7 +227,8 @@ func defaults() *Config {
 		Node:        Node{Listen: netip.MustParseAddrPort(DefaultListen), Status: netip.MustParseAddrPort(DefaultStatus)},
 		TLS:         TLS{Cert: DefaultCert, Key: DefaultKey},
 		Snapshot:    Snapshot{MinInterval: DefaultMinInterval, Retention: snapshot.DefaultRetention()},
-		Replication: Replication{Bandwidth: DefaultBandwidth},
+		Admin:       Admin{Socket: DefaultAdminSocket},
+		Replication: Replication{Bandwidth: DefaultBandwidth, LagThreshold: DefaultLagThreshold},
 		Notify:      Notify{Mode: DefaultNotifyMode, Interval: DefaultNotifyInterval},
 		Failover:    Failover{Heartbeat: DefaultHeartbeat, Timeout: DefaultTimeout},
 		State:       State{Role: DefaultRole},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,6 +67,7 @@ var schema = map[string][]field{
 			c.Peer.Fingerprint = v
 			return nil
 		}},
+		{"status", func(c *Config, _ *Dataset, v string) (err error) { c.Peer.Status, err = ParsePeerAddress(v); return }},
 	},
 	"tls": {
 		{"cert", func(c *Config, _ *Dataset, v string) error { c.TLS.Cert = v; return nil }},
@@ -73,6 +75,13 @@ var schema = map[string][]field{
 	},
 	"admin": {
 		{"token_file", func(c *Config, _ *Dataset, v string) error { c.Admin.TokenFile = v; return nil }},
+		{"socket", func(c *Config, _ *Dataset, v string) error {
+			if v == "" {
+				return errors.New("empty: name the admin socket's path (default " + DefaultAdminSocket + ")")
+			}
+			c.Admin.Socket = v
+			return nil
+		}},
 	},
 	datasetKind: {
 		{"zfs", func(_ *Config, d *Dataset, v string) error {
@@ -114,6 +123,10 @@ var schema = map[string][]field{
 	"replication": {
 		{"bandwidth", func(c *Config, _ *Dataset, v string) (err error) {
 			c.Replication.Bandwidth, err = ParseBandwidth(v)
+			return
+		}},
+		{"lag_threshold", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Replication.LagThreshold, err = parsePositiveDuration(v)
 			return
 		}},
 	},
@@ -247,6 +260,7 @@ func decode(filename string, data []byte) (*Config, Problems) {
 	c.TLS.Cert = resolve(dir, c.TLS.Cert)
 	c.TLS.Key = resolve(dir, c.TLS.Key)
 	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
+	c.Admin.Socket = resolve(dir, c.Admin.Socket)
 	return c, withFile(probs, filename)
 }
 

@@ -81,9 +81,16 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 		a.Close()
 		return fail(e, "agent", err)
 	}
+	srv, err := startAPI(c, a, nil, e.log)
+	if err != nil {
+		a.Close()
+		return fail(e, "agent", err)
+	}
 	<-ctx.Done()
 	e.log.Info("stopping agent", "reason", context.Cause(ctx))
-	if err := a.Close(); err != nil {
+	// The API first: no operator request starts while the agent stops.
+	srvErr := srv.Close()
+	if err := errors.Join(a.Close(), srvErr); err != nil {
 		return fail(e, "agent", err)
 	}
 	return exitOK

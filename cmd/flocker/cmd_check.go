@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/flockerha/flocker/agent/api"
 	"github.com/flockerha/flocker/agent/config"
 	"github.com/flockerha/flocker/transport/pki"
 )
@@ -70,6 +71,11 @@ func checkCredentials(c *config.Config) (fingerprint string, probs config.Proble
 		at("tls", "cert", err.Error())
 	case c.Peer.Fingerprint == fingerprint:
 		at("peer", "fingerprint", "is this node's own certificate: pin the one 'flocker init' printed on the peer")
+	}
+	if c.Admin.TokenFile != "" {
+		if _, err := api.ReadToken(c.Admin.TokenFile); err != nil {
+			at("admin", "token_file", err.Error())
+		}
 	}
 	return fingerprint, probs
 }

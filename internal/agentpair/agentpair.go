@@ -28,6 +28,10 @@ import (
 // Port is the QUIC port both agents listen on, each on its host's address.
 const Port = 7946
 
+// StatusPort is both agents' [node] status port, on the host's address so
+// each can be asked from the other host.
+const StatusPort = 9946
+
 // DatasetName is the logical dataset both configs protect.
 const DatasetName = "app"
 
@@ -140,6 +144,9 @@ func (p *Pair) configure(ctx context.Context) error {
 		n.Dir = filepath.Join(p.Dir, n.Name)
 		n.Config = filepath.Join(n.Dir, "flocker.ini")
 		n.Addr = n.Host.IPv4.Addr().String() + fmt.Sprintf(":%d", Port)
+		n.StatusAddr = n.Host.IPv4.Addr().String() + fmt.Sprintf(":%d", StatusPort)
+		// Both agents run on this machine: each needs its own admin socket.
+		n.Socket = filepath.Join(n.Dir, "admin.sock")
 	}
 	for _, n := range []*Node{p.Master, p.Slave} {
 		out, err := n.Flocker(ctx, "init", "--config", n.Config, "--name", n.Name, "--listen", n.Addr,
@@ -153,6 +160,15 @@ func (p *Pair) configure(ctx context.Context) error {
 	for _, n := range []*Node{p.Master, p.Slave} {
 		if _, err := n.Flocker(ctx, "trust", "--config", n.Config, peer[n].Fingerprint); err != nil {
 			return err
+		}
+		for section, kv := range map[string][]string{
+			"node":  {"status", n.StatusAddr},
+			"peer":  {"status", peer[n].StatusAddr},
+			"admin": {"socket", n.Socket},
+		} {
+			if err := config.SetKeys(n.Config, section, kv...); err != nil {
+				return fmt.Errorf("%s: %w", n.Name, err)
+			}
 		}
 		for section, kv := range p.opts.Settings {
 			var args []string

@@ -26,6 +26,8 @@ type Node struct {
 	Dataset     string // this node's ZFS dataset
 	Mountpoint  string // where it is (the slave's: will be) mounted
 	Addr        string // QUIC IP:port
+	StatusAddr  string // [node] status IP:port (HTTP)
+	Socket      string // the admin socket
 	Dir         string // config, key, certificate, agent logs
 	Config      string
 	Fingerprint string
