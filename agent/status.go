@@ -21,11 +21,17 @@ type Status struct {
 // PeerStatus is the connection to the other node.
 type PeerStatus struct {
 	Name      string    `json:"name"`
-	Connected bool      `json:"connected"`
+	Connected bool      `json:"reachable"`
 	Since     time.Time `json:"since"` // when the connection went up or down
 	Role      string    `json:"role,omitempty"`
 	Epoch     uint64    `json:"epoch,omitempty"`
 	LastError *Problem  `json:"last_error,omitempty"` // an Error message the peer sent
+	// LastHeartbeat is when the peer's last heartbeat arrived and RTT the
+	// last measured round trip (zero until heartbeats are wired: failover).
+	// HeartbeatAge is filled from LastHeartbeat when the status is served.
+	LastHeartbeat time.Time     `json:"last_heartbeat"`
+	HeartbeatAge  time.Duration `json:"heartbeat_age_ns"`
+	RTT           time.Duration `json:"rtt_ns"`
 }
 
 // DatasetStatus is one protected dataset on this node.
@@ -56,6 +62,9 @@ type DatasetStatus struct {
 	// Conflict explains why replication cannot proceed on its own
 	// (no common snapshot, divergence): an operator's (or issue 5's) call.
 	Conflict string `json:"conflict,omitempty"`
+	// Stashes are this dataset's divergent copies kept here (filled by the
+	// status API from the Controller).
+	Stashes []Stash `json:"stashes"`
 }
 
 // NotifierStatus names the change-notification tier and why better ones
@@ -152,6 +161,7 @@ func (s DatasetStatus) clone() DatasetStatus {
 		c := *s.LastError
 		s.LastError = &c
 	}
+	s.Stashes = slices.Clone(s.Stashes)
 	if s.Notifier.Refused != nil {
 		m := make(map[string]string, len(s.Notifier.Refused))
 		for k, v := range s.Notifier.Refused {

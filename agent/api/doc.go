@@ -5,6 +5,7 @@
 // comment:
 //
 //	GET    /status                 Document (open)
+//	GET    /status/schema          its JSON Schema (open)
 //	GET    /metrics                Prometheus exposition (open)
 //	POST   /v1/promote             {"force": bool} -> agent.RoleResult
 //	POST   /v1/demote              {}              -> agent.RoleResult

@@ -138,6 +138,10 @@ func (s *Server) Close() error {
 func (s *Server) Handler(trusted bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("GET /status/schema", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/schema+json")
+		w.Write(Schema)
+	})
 	if s.o.Metrics != nil {
 		mux.Handle("GET /metrics", s.o.Metrics)
 	}
@@ -200,8 +204,24 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, reason
 	writeError(w, code, msg)
 }
 
-func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, NewDocument(s.o.Status(), s.o.Now()))
+// stashTimeout bounds listing the stashes for /status: a status request
+// must answer even while zfs is slow.
+const stashTimeout = 5 * time.Second
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st := s.o.Status()
+	var stashes []agent.Stash
+	var stashErr error
+	if s.o.Controller != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), stashTimeout)
+		stashes, stashErr = s.o.Controller.Stashes(ctx)
+		cancel()
+	}
+	doc := NewDocument(st, stashes, s.o.Now())
+	if stashErr != nil {
+		doc.StashesError = stashErr.Error()
+	}
+	writeJSON(w, http.StatusOK, doc)
 }
 
 func (s *Server) controller(w http.ResponseWriter) agent.Controller {

@@ -263,7 +263,10 @@ func TestClientOverSocket(t *testing.T) {
 	if err != nil || doc.Node != "alpha" || doc.Epoch != 7 || len(doc.Datasets) != 1 || doc.Time.IsZero() {
 		t.Errorf("status: %+v, %v", doc, err)
 	}
-	if got := ctl.Calls(); strings.Join(got, ",") != "promote force=true,handoff,stashes" {
+	if len(doc.Datasets) == 1 && (len(doc.Datasets[0].Stashes) != 1 || doc.Datasets[0].Stashes[0].Name != "tank/flocker-stash/app-7-x") {
+		t.Errorf("status: dataset app's stashes %+v, want the controller's stash", doc.Datasets[0].Stashes)
+	}
+	if got := ctl.Calls(); strings.Join(got, ",") != "promote force=true,handoff,stashes,stashes" {
 		t.Errorf("calls %v", got)
 	}
 
