@@ -33,6 +33,8 @@ type Options struct {
 	// Transport overrides timing of the transport (tests); zero values
 	// take its defaults.
 	Transport transport.Config
+	// Observer is told of transfers and changes, for metrics (optional).
+	Observer Observer
 }
 
 // Agent runs every [dataset] of one node, as master or slave per [state]
@@ -81,6 +83,9 @@ func New(opts Options) (*Agent, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 	a := &Agent{
 		opts:    opts,
 		cfg:     c,
@@ -101,6 +106,7 @@ func New(opts Options) (*Agent, error) {
 			features:     opts.Dialect.Features,
 			receiveProps: opts.Dialect.Features.ReceiveProperties,
 			zfsFuse:      opts.Dialect.Name == snapshot.DialectZFSFuse,
+			observer:     opts.Observer,
 		}
 		if c.State.Role == config.RoleMaster {
 			m := newMaster(dc, opts.ZFS, tier, &a.ids, a.log)
@@ -237,6 +243,7 @@ func (a *Agent) Status() Status {
 // routeChanges hands the notifier's changes to the datasets' loops.
 func (a *Agent) routeChanges(ctx context.Context) {
 	for ch := range a.opts.Notifier.Changes() {
+		a.opts.Observer.Changed(ch.Tier)
 		m := a.byZFS[ch.Dataset]
 		if m == nil {
 			a.log.Warn("change for an unknown dataset", "dataset", ch.Dataset, "tier", ch.Tier)

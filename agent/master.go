@@ -45,6 +45,7 @@ type datasetConfig struct {
 	// its first byte); elsewhere readonly is set right after the receive.
 	receiveProps bool
 	zfsFuse      bool // the dialect's quirks (see slave.readonlyOn)
+	observer     Observer
 }
 
 // master replicates one dataset to the peer. Its loop owns all of its state;
@@ -738,6 +739,7 @@ func (m *master) complete(x *outgoing, now time.Time) {
 	if !oldest.IsZero() {
 		lag := now.Sub(oldest)
 		m.st.LastLag = lag
+		m.cfg.observer.Replicated(m.cfg.name, lag)
 		args = append(args, "lag", lag.Round(time.Microsecond), "lag_ms", float64(lag.Microseconds())/1000)
 	}
 	m.pruneDue = true

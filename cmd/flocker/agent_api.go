@@ -10,6 +10,16 @@ import (
 	"github.com/flockerha/flocker/agent/config"
 )
 
+// newAgentMetrics builds the agent's metrics; status is read at each scrape
+// (only once the API serves, after the agent exists).
+func newAgentMetrics(status func() agent.Status, n agent.Notifier) *api.Metrics {
+	var ring api.RingBufferStats
+	if e, ok := n.(*agent.EBPF); ok {
+		ring = func() uint64 { return e.Stats().Lost }
+	}
+	return api.NewMetrics(status, ring)
+}
+
 // startAPI serves the agent's API on [node] status and the admin socket.
 // The agent's operator methods (agent.Controller) are served once the agent
 // has them (failover wiring); until then the mutating routes answer 501.

@@ -66,8 +66,11 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 	if err != nil {
 		return fail(e, "agent", err)
 	}
-	a, err := agent.New(agent.Options{
+	var a *agent.Agent
+	metrics := newAgentMetrics(func() agent.Status { return a.Status() }, notifier)
+	a, err = agent.New(agent.Options{
 		Config: c, Cert: cert, ZFS: z, Dialect: dialect, Notifier: notifier, Refused: refused, Logger: e.log,
+		Observer: metrics,
 	})
 	if err != nil {
 		if notifier != nil {
@@ -81,7 +84,7 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 		a.Close()
 		return fail(e, "agent", err)
 	}
-	srv, err := startAPI(c, a, nil, e.log)
+	srv, err := startAPI(c, a, metrics.Handler(), e.log)
 	if err != nil {
 		a.Close()
 		return fail(e, "agent", err)
