@@ -153,7 +153,7 @@ func stashList(ctx context.Context, e *env, c *api.Client, asJSON bool) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDATASET\tEPOCH\tCREATED\tSIZE")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, s.Dataset, s.Epoch, s.Created.Local().Format(time.DateTime), humanBytes(s.Bytes))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, s.Dataset, s.Epoch, s.Created.Local().Format(time.DateTime), api.HumanBytes(s.Bytes))
 	}
 	return tw.Flush()
 }
@@ -256,18 +256,4 @@ func explain(err error) error {
 		return fmt.Errorf("the agent does not take this request: %s", ae.Message)
 	}
 	return err
-}
-
-// humanBytes renders a size with a binary unit.
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

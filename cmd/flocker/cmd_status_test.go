@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flockerha/flocker/agent"
+	"github.com/flockerha/flocker/agent/api"
+)
+
+// Tests of flocker status through run(), against real api.Servers serving
+// given status documents; test/e2e runs it against real agents.
+
+// statusServer serves st on a loopback port (and a socket when sock is
+// set) and returns the port's address.
+func statusServer(t *testing.T, st agent.Status, sock string) netip.AddrPort {
+	t.Helper()
+	srv, err := api.NewServer(api.Options{Status: func() agent.Status { return st }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := api.ListenTCP(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sock != "" {
+		u, err := api.ListenUnix(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(tcp, u); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := srv.Start(tcp, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return netip.MustParseAddrPort(tcp.Addr().String())
+}
+
+// statusConfig writes a config for alpha whose agent is at status (and
+// socket), with the peer's status port at peer (zero: not configured).
+func statusConfig(t *testing.T, status, peer netip.AddrPort, socket string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "flocker.ini")
+	ini := fmt.Sprintf("[node]\nname = alpha\nstatus = %s\n[peer]\nname = beta\naddress = 127.0.0.1:7947\n"+
+		"fingerprint = sha256:%s\n", status, strings.Repeat("cd", 32))
+	if peer.IsValid() {
+		ini += fmt.Sprintf("status = %s\n", peer)
+	}
+	ini += fmt.Sprintf("[admin]\nsocket = %s\n[dataset \"app\"]\nzfs = tank/app\n[replication]\nlag_threshold = 5s\n", socket)
+	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func pairStatus(node, role, peerRole string, connected bool, lag time.Duration) agent.Status {
+	peer := map[string]string{"alpha": "beta", "beta": "alpha"}[node]
+	now := time.Now()
+	return agent.Status{Node: node, Role: role, Epoch: 4,
+		Peer: agent.PeerStatus{Name: peer, Connected: connected, Role: peerRole, Epoch: 4, Since: now.Add(-time.Minute)},
+		Datasets: []agent.DatasetStatus{{Name: "app", ZFS: "tank/app", Role: role, Lag: lag,
+			NewestLocal: &agent.SnapshotRef{Name: "flocker-4-9", Created: now.Add(-time.Second)},
+			Notifier:    agent.NotifierStatus{Tier: "timer"}}}}
+}
+
+func TestStatusExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	noSocket := filepath.Join(dir, "none.sock")
+	healthy := statusServer(t, pairStatus("alpha", "master", "slave", true, 200*time.Millisecond), "")
+	lagging := statusServer(t, pairStatus("alpha", "master", "slave", true, 7*time.Second), "")
+	alone := statusServer(t, pairStatus("beta", "slave", "", false, 0), "")
+	peerSlave := statusServer(t, pairStatus("beta", "slave", "master", true, 0), "")
+	closed := netip.MustParseAddrPort("127.0.0.1:1") // nothing listens on port 1
+	for _, c := range []struct {
+		name         string
+		local, peer  netip.AddrPort
+		code         int
+		want, reject string
+	}{
+		{"healthy", healthy, netip.AddrPort{}, 0, "HEALTHY", "!"},
+		{"healthy with the peer's port", healthy, peerSlave, 0, "beta", "as alpha sees it"},
+		{"lag over the threshold", lagging, netip.AddrPort{}, 1, "replication lag 7s is over 5s", ""},
+		{"peer port silent", healthy, closed, 1, "the peer's status port does not answer", ""},
+		{"no master", alone, netip.AddrPort{}, 2, "no reachable master", ""},
+		{"agent unreachable", closed, netip.AddrPort{}, 2, "this host's agent does not answer", ""},
+	} {
+		cfg := statusConfig(t, c.local, c.peer, noSocket)
+		code, stdout, stderr := runCLI(t, "status", "--config", cfg)
+		if code != c.code || !strings.Contains(stdout, c.want) || (c.reject != "" && strings.Contains(stdout, c.reject)) {
+			t.Errorf("%s: exit %d (want %d), stdout:\n%s\nstderr: %s", c.name, code, c.code, stdout, stderr)
+		}
+		if strings.Contains(stdout, "\033[") {
+			t.Errorf("%s: colour codes in output that is not a terminal", c.name)
+		}
+		code, stdout, _ = runCLI(t, "status", "--json", "--config", cfg)
+		var r statusReport
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+			t.Fatalf("%s: --json output: %v\n%s", c.name, err, stdout)
+		}
+		if code != c.code || r.Exit != c.code || int(r.Health) != c.code {
+			t.Errorf("%s --json: exit %d, report exit %d health %v, want %d", c.name, code, r.Exit, r.Health, c.code)
+		}
+	}
+	code, _, stderr := runCLI(t, "status", "--config", filepath.Join(dir, "missing.ini"))
+	if code != 2 || !strings.Contains(stderr, "missing.ini") {
+		t.Errorf("missing config: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, _ := runCLI(t, "status", "--watch", "--interval", "0s", "--config", "x"); code != exitUsage {
+		t.Errorf("--interval 0s: exit %d", code)
+	}
+}
+
+// TestStatusPrefersSocket: with the admin socket reachable, status asks
+// the agent there (the TCP port named in the config is closed).
+func TestStatusPrefersSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	statusServer(t, pairStatus("alpha", "master", "slave", true, 0), sock)
+	cfg := statusConfig(t, netip.MustParseAddrPort("127.0.0.1:1"), netip.AddrPort{}, sock)
+	code, stdout, stderr := runCLI(t, "status", "--config", cfg)
+	if code != 0 || !strings.Contains(stdout, "alpha (this host)") || !strings.Contains(stdout, "flocker-4-9") {
+		t.Errorf("status over the socket: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
