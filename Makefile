@@ -14,7 +14,14 @@ VM_DIR ?= /var/tmp/flocker-vm
 export FLOCKER_VM_DIR := $(VM_DIR)
 TEST_TIMEOUT ?= 40m
 
-.PHONY: help setup build test test-unit test-go generate generate-check lint demo bench vm-images clean
+# make install: PREFIX and DESTDIR as usual (DESTDIR stages a package root).
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/flocker
+SYSCONFDIR ?= /etc
+
+.PHONY: help setup build test test-unit test-go generate generate-check lint demo bench vm-images clean install
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +65,15 @@ demo: setup build ## the main job: two flocker hosts on this machine (root)
 
 bench: setup build ## benchmarks (Go benchmarks; see README for the figures)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+install: build ## install the binary, the systemd unit and the README (PREFIX, DESTDIR)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/flocker
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/flocker
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/sbin/flocker|$(SBINDIR)/flocker|g' -e 's|/etc/flocker|$(SYSCONFDIR)/flocker|g' \
+	  -e 's|/usr/local/share/doc/flocker|$(DOCDIR)|g' contrib/flocker.service > $(DESTDIR)$(UNITDIR)/flocker.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/flocker.service
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 
 clean: ## remove build outputs (not the VM image cache)
 	rm -rf bin
