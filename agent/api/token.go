@@ -51,7 +51,7 @@ func ReadToken(path string) ([]byte, error) {
 
 func checkToken(tok []byte) error {
 	if len(tok) < MinTokenLen {
-		return fmt.Errorf("%d characters, at least %d needed ('flocker init --admin-token' writes a good one)", len(tok), MinTokenLen)
+		return fmt.Errorf("%d characters, at least %d needed (head -c 32 /dev/urandom | base64 makes a good one)", len(tok), MinTokenLen)
 	}
 	for _, c := range tok {
 		if c <= ' ' || c >= 0x7f {
