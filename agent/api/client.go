@@ -11,11 +11,9 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/flockerha/flocker/agent"
-	"github.com/flockerha/flocker/agent/config"
 )
 
 // Errors of the client besides agent.ErrRefused and agent.ErrNotFound.
@@ -111,31 +109,6 @@ func NewURLClient(rawURL, token string) (*Client, error) {
 	base := "http://" + u.Host
 	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
 	return &Client{hc: &http.Client{Transport: tr}, base: base, token: token, via: base}, nil
-}
-
-// ForConfig picks how to reach the agent that c configures: its admin
-// socket when this process may open it (root), otherwise [node] status
-// over HTTP with the token of [admin] token_file when this process can read
-// it, otherwise HTTP without a token (status only).
-func ForConfig(c *config.Config) (*Client, error) {
-	if c.Admin.Socket != "" {
-		if conn, err := net.Dial("unix", c.Admin.Socket); err == nil {
-			conn.Close()
-			return NewUnixClient(c.Admin.Socket), nil
-		}
-	}
-	token := ""
-	if c.Admin.TokenFile != "" {
-		tok, err := ReadToken(c.Admin.TokenFile)
-		switch {
-		case err == nil:
-			token = string(tok)
-		case errors.Is(err, os.ErrPermission):
-		default:
-			return nil, err
-		}
-	}
-	return NewHTTPClient(c.Node.Status, token), nil
 }
 
 // Via is where the client sends its requests, for messages.
