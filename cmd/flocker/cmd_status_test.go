@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -128,5 +130,22 @@ func TestStatusPrefersSocket(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "status", "--config", cfg)
 	if code != 0 || !strings.Contains(stdout, "alpha (this host)") || !strings.Contains(stdout, "flocker-4-9") {
 		t.Errorf("status over the socket: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestStatusWatch: --watch redraws until interrupted and exits with the
+// last health.
+func TestStatusWatch(t *testing.T) {
+	addr := statusServer(t, pairStatus("alpha", "master", "slave", true, 7*time.Second), "")
+	cfg := statusConfig(t, addr, netip.AddrPort{}, filepath.Join(t.TempDir(), "none.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"status", "--watch", "--interval", "20ms", "--config", cfg}, &out, &errb)
+	if code != 1 {
+		t.Errorf("exit %d, want 1 (degraded)\n%s", code, errb.String())
+	}
+	if n := strings.Count(out.String(), "flocker status alpha + beta: DEGRADED"); n < 2 {
+		t.Errorf("%d redraws in 2 s at 20 ms, want several:\n%s", n, out.String())
 	}
 }
