@@ -14,6 +14,7 @@ import (
 
 	"github.com/flockerha/flocker/agent"
 	"github.com/flockerha/flocker/agent/api"
+	"github.com/flockerha/flocker/agent/config"
 )
 
 // Tests of promote, demote, handoff and stash through run(), against a real
@@ -203,5 +204,49 @@ func TestAdminCommandErrors(t *testing.T) {
 	code, _, stderr = runCLI(t, "demote", "--config", filepath.Join(t.TempDir(), "missing.ini"))
 	if code != exitFail || !strings.Contains(stderr, "missing.ini") {
 		t.Errorf("missing config: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestAgentRefusesBadTokenFile: a token file others may read, or one too
+// short, is a problem check reports at [admin] token_file, and the agent
+// refuses to start on it.
+func TestAgentRefusesBadTokenFile(t *testing.T) {
+	a, b := twoNodes(t)
+	if code, _, stderr := runCLI(t, "trust", "--config", a.config, b.fingerprint); code != exitOK {
+		t.Fatalf("trust: %s", stderr)
+	}
+	tokenFile := filepath.Join(a.dir, "admin.token")
+	if err := config.SetKeys(a.config, "admin", "token_file", "admin.token"); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := api.GenerateToken()
+	for _, c := range []struct {
+		content string
+		mode    os.FileMode
+		want    string
+	}{
+		{tok, 0o644, "chmod 600"},
+		{"short", 0o600, "at least 22 needed"},
+	} {
+		if err := os.WriteFile(tokenFile, []byte(c.content), c.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(tokenFile, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		code, stdout, _ := runCLI(t, "check", "--config", a.config)
+		if code != exitFail || !strings.Contains(stdout, "[admin] token_file: admin token "+tokenFile) || !strings.Contains(stdout, c.want) {
+			t.Errorf("check with a bad token file: exit %d\n%s", code, stdout)
+		}
+		code, _, stderr := runCLI(t, "agent", "--config", a.config)
+		if code != exitFail || !strings.Contains(stderr, "[admin] token_file") {
+			t.Errorf("agent with a bad token file: exit %d\n%s", code, stderr)
+		}
+	}
+	if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, _ := runCLI(t, "check", "--config", a.config); code != exitOK {
+		t.Errorf("check with a good token file: exit %d\n%s", code, stdout)
 	}
 }
