@@ -112,7 +112,8 @@ func neighbour(t *testing.T, h *rig.Host, addr netip.Addr) string {
 	return mac
 }
 
-// capture records, in host h, the announcements for addr that reach it.
+// capture records, in host h, the announcements for addr that leave or
+// reach it. ETH_P_ALL: only those sockets see a host's outgoing frames.
 type capture struct {
 	mu     sync.Mutex
 	frames []string
@@ -122,10 +123,7 @@ type capture struct {
 
 func startCapture(t *testing.T, h *rig.Host, addr netip.Addr) *capture {
 	t.Helper()
-	proto := unix.ETH_P_ARP
-	if addr.Is6() {
-		proto = unix.ETH_P_IPV6
-	}
+	proto := unix.ETH_P_ALL
 	c := &capture{done: make(chan struct{})}
 	err := h.Do(func() error {
 		l, err := netlink.LinkByName(h.Interface)
@@ -159,8 +157,22 @@ func startCapture(t *testing.T, h *rig.Host, addr netip.Addr) *capture {
 	return c
 }
 
-// waitFor returns the announcements from mac once there are n, or fails.
+// waitFor returns the announcements from mac once there are exactly n, or
+// fails. Use it on the sender, where no frame can be lost on the way.
 func (c *capture) waitFor(t *testing.T, mac net.HardwareAddr, n int) []string {
+	t.Helper()
+	return c.wait(t, mac, n, true)
+}
+
+// waitSome returns the announcements from mac once there are at least n.
+// A receiver may miss some on a loaded machine (a full veth backlog drops
+// frames): the train has several frames for that reason.
+func (c *capture) waitSome(t *testing.T, mac net.HardwareAddr, n int) []string {
+	t.Helper()
+	return c.wait(t, mac, n, false)
+}
+
+func (c *capture) wait(t *testing.T, mac net.HardwareAddr, n int, exact bool) []string {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -173,7 +185,7 @@ func (c *capture) waitFor(t *testing.T, mac net.HardwareAddr, n int) []string {
 		}
 		c.mu.Unlock()
 		if len(got) >= n || time.Now().After(deadline) {
-			if len(got) != n {
+			if len(got) < n || exact && len(got) != n {
 				t.Fatalf("captured %d announcements from %v, want %d:\n%s", len(got), mac, n, strings.Join(got, "\n"))
 			}
 			return got
@@ -230,7 +242,7 @@ func TestFloatingIPMoves(t *testing.T) {
 		t.Run(vip.String(), func(t *testing.T) {
 			ctx := context.Background()
 			addr := vip.Addr()
-			capC := startCapture(t, n.C, addr)
+			capA, capB, capC := startCapture(t, n.A, addr), startCapture(t, n.B, addr), startCapture(t, n.C, addr)
 			vips := map[string]*FloatingIP{"a": newVIP(t, n.A, vip), "b": newVIP(t, n.B, vip)}
 			expect := func(step, want string) {
 				t.Helper()
@@ -244,7 +256,8 @@ func TestFloatingIPMoves(t *testing.T) {
 				t.Fatal(err)
 			}
 			expect("a added", "a")
-			for _, f := range capC.waitFor(t, macA, DefaultAnnounceCount) {
+			capA.waitFor(t, macA, DefaultAnnounceCount)
+			for _, f := range capC.waitSome(t, macA, 1) {
 				t.Logf("C captured: %s", f)
 			}
 			if got, err := ask(n.C, addr, servicePort); err != nil || got != "a" {
@@ -258,7 +271,7 @@ func TestFloatingIPMoves(t *testing.T) {
 				t.Fatalf("second add: %v", err)
 			}
 			expect("a added twice", "a")
-			capC.waitFor(t, macA, 2*DefaultAnnounceCount)
+			capA.waitFor(t, macA, 2*DefaultAnnounceCount)
 
 			// The move: drop first, then add, as the fence and the
 			// promotion do.
@@ -274,7 +287,8 @@ func TestFloatingIPMoves(t *testing.T) {
 				t.Fatal(err)
 			}
 			expect("b added", "b")
-			capC.waitFor(t, macB, DefaultAnnounceCount)
+			capB.waitFor(t, macB, DefaultAnnounceCount)
+			capC.waitSome(t, macB, 1)
 			// C had A's MAC cached as reachable; only the announcement can
 			// have changed it this soon.
 			if got := neighbour(t, n.C, addr); got != macB.String() {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -142,6 +143,11 @@ func NewNetwork(ctx context.Context, opts NetworkOptions) (_ *Network, err error
 			n.C = h
 		}
 		if err := step("host-" + name); err != nil {
+			return nil, err
+		}
+	}
+	for _, h := range n.Hosts() {
+		if err := h.waitAddressesSettled(ctx, 10*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -405,4 +411,44 @@ func (h *Host) String() string {
 		return "<nil host>"
 	}
 	return "host " + h.Name
+}
+
+// waitAddressesSettled waits until no address on the host's interface is
+// tentative. DAD is off, but the kernel finishes even that in a workqueue,
+// so on a loaded machine the link-local address stays tentative a while.
+func (h *Host) waitAddressesSettled(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var tentative []string
+		err := h.Do(func() error {
+			l, err := netlink.LinkByName(h.Interface)
+			if err != nil {
+				return err
+			}
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				return err
+			}
+			for _, a := range addrs {
+				if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+					tentative = append(tentative, a.IPNet.String())
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("host %s: listing addresses: %w", h.Name, err)
+		}
+		if len(tentative) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("host %s: addresses %v still tentative after %v", h.Name, tentative, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("host %s: waiting for addresses: %w", h.Name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
