@@ -290,8 +290,12 @@ func transferText(x *agent.TransferStatus, now time.Time) string {
 
 func countsText(d agent.DatasetStatus) string {
 	s := d.Snapshots
-	return fmt.Sprintf("%d here, %d on peer; %d taken, %d pruned; %d sent (%d failed)",
-		s.Local, s.Peer, s.Taken, s.Pruned, s.Transfers, s.FailedTransfers)
+	moved := "sent"
+	if d.Role != "master" {
+		moved = "received"
+	}
+	return fmt.Sprintf("%d here, %d on peer; %d taken, %d pruned; %d %s (%d failed)",
+		s.Local, s.Peer, s.Taken, s.Pruned, s.Transfers, moved, s.FailedTransfers)
 }
 
 func notifierText(d agent.DatasetStatus) string {
