@@ -46,16 +46,23 @@ func init() {
 				}
 				tty := isTerminal(e.stdout)
 				if !*watch {
-					return showStatus(ctx, e, c, *asJSON, tty)
+					return showStatus(e, c, gather(ctx, c), *asJSON, tty)
 				}
+				// Interrupted: the last complete round's health, not the
+				// round the interrupt cut short.
+				last := int(api.Broken)
 				for {
+					v := gather(ctx, c)
+					if ctx.Err() != nil {
+						return last
+					}
 					if tty && !*asJSON {
 						fmt.Fprint(e.stdout, "\033[H\033[2J")
 					}
-					code := showStatus(ctx, e, c, *asJSON, tty)
+					last = showStatus(e, c, v, *asJSON, tty)
 					select {
 					case <-ctx.Done():
-						return code
+						return last
 					case <-time.After(*interval):
 					}
 				}
@@ -105,8 +112,7 @@ func localStatusClient(c *config.Config) *api.Client {
 	return api.NewHTTPClient(c.Node.Status, "")
 }
 
-func showStatus(ctx context.Context, e *env, c *config.Config, asJSON, colour bool) int {
-	v := gather(ctx, c)
+func showStatus(e *env, c *config.Config, v api.View, asJSON, colour bool) int {
 	level, findings := api.Assess(v, c.Replication.LagThreshold)
 	if asJSON {
 		r := statusReport{Health: level, Exit: int(level), Findings: findings, Local: v.Local, Peer: v.Peer,
