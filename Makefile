@@ -63,7 +63,9 @@ vm-images: setup ## build (or reuse) the qemu guest images: Debian 6.1 kernel + 
 demo: setup build ## the main job: two flocker hosts on this machine (root)
 	$(GO) run ./test/demo -flocker $(BIN)
 
-bench: setup build ## benchmarks (Go benchmarks; see README for the figures)
+BENCH_ARGS ?=
+bench: setup build ## flocker bench on the two-host rig (BENCH_ARGS=--quick), then the Go benchmarks
+	$(BIN) bench $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
 install: build ## install the binary, the systemd unit and the README (PREFIX, DESTDIR)

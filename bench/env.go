@@ -1,0 +1,523 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/internal/agentpair"
+)
+
+// Env is what scenarios share: the options, one agent pair built on first
+// use (host A master, host B slave, zfs-fuse pools), the floor, and the
+// kernel's tier list.
+type Env struct {
+	opts Options
+	log  *slog.Logger
+
+	pair     *agentpair.Pair
+	settings string // notify mode and interval the running agents use
+	run      uint32 // last workload run id
+	floor    []float64
+	probed   *probeReport
+
+	appends *appender // the lag scenarios' shared append workload
+}
+
+func newEnv(opts Options) *Env { return &Env{opts: opts, log: opts.Logger} }
+
+// Quick reports --quick.
+func (e *Env) Quick() bool { return e.opts.Quick }
+
+func (e *Env) progress(format string, args ...any) {
+	fmt.Fprintf(e.opts.Progress, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// pick returns quick under --quick, else def.
+func pick[T any](e *Env, def, quick T) T {
+	if e.opts.Quick {
+		return quick
+	}
+	return def
+}
+
+// throughputBytes is the full-sync size: 1 GiB (issue 4), 32 MiB quick.
+func (e *Env) throughputBytes() int64 { return pick[int64](e, 1<<30, 32<<20) }
+
+func (e *Env) close() error {
+	if e.pair == nil {
+		return nil
+	}
+	err := e.pair.Close()
+	e.pair = nil
+	return err
+}
+
+// Pair returns the agent pair, building it on first use: pools sized for
+// the full-sync scenario, the workloads' files and the floor's datasets
+// in place before the agents' first sync.
+func (e *Env) Pair(ctx context.Context) (*agentpair.Pair, error) {
+	if e.pair != nil {
+		return e.pair, nil
+	}
+	e.progress("building the rig: two zfs-fuse pools, netns hosts a and b, flocker init and trust")
+	size := e.throughputBytes()
+	p, err := agentpair.New(ctx, agentpair.Options{
+		Bin: e.opts.Bin, Logger: e.log,
+		MasterPoolSize: size + 768<<20,
+		SlavePoolSize:  2*size + 768<<20, // the agents' copy and the local send|recv's
+		Settings:       map[string]map[string]string{"notify": {"mode": "timer", "interval": "1s"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.pair = p
+	for _, w := range e.workloads() {
+		if err := w.w.Start(p.Master.Mountpoint, 0); err != nil {
+			return nil, fmt.Errorf("workload %s: %w", w.name, err)
+		}
+		if err := w.w.Stop(); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// namedWorkload is a workload with its schedule and size.
+type namedWorkload struct {
+	name, desc string
+	w          workload
+	sched      schedule
+	count      int
+}
+
+// workloads are built once per Env so their files exist before the
+// first sync; the lag and rate scenarios share the appender.
+func (e *Env) workloads() []namedWorkload {
+	if e.appends == nil {
+		e.appends = &appender{}
+	}
+	d := pick(e, 4.0, 1.5) // seconds per workload
+	return []namedWorkload{
+		{"small-appends", "64-byte appends, 50/s", e.appends, steady(50), int(50 * d)},
+		{"random-4k-overwrites", "4 KiB pwrite at random offsets of a 256 KiB file, 50/s", newOverwriter(e.opts.Seed), steady(50), int(50 * d)},
+		{"bursts", "bursts of 100 appends back to back, one every 500 ms", e.appends, bursts(100, 500*time.Millisecond), int(200 * d)},
+		{"mmap-writer", "8-byte stores into a shared writable mapping, 50/s, no msync", newMmapper(e.opts.Seed), steady(50), int(50 * d)},
+		{"many-small-files", "one new 100-byte file per write, 50/s", &smallFiles{}, steady(50), int(50 * d)},
+		{"steady-1000", "64-byte appends, 1,000/s", e.appends, steady(1000), int(1000 * d)},
+	}
+}
+
+// Agents makes both agents run with [notify] mode and interval, restarting
+// them when they run with other settings (or force is set). A mode the
+// agent refuses returns errRefused with the agent's own reason.
+func (e *Env) Agents(ctx context.Context, mode string, interval time.Duration, force bool) error {
+	p, err := e.Pair(ctx)
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%s/%v", mode, interval)
+	if !force && e.settings == want && p.Master.Running() && p.Slave.Running() {
+		return nil
+	}
+	if err := e.stopAgents(); err != nil {
+		return err
+	}
+	for _, n := range p.Nodes() {
+		if err := config.SetKeys(n.Config, "notify", "mode", mode, "interval", interval.String()); err != nil {
+			return err
+		}
+	}
+	e.progress("agents: [notify] mode = %s, interval = %v", mode, interval)
+	if err := e.startAgents(ctx); err != nil {
+		return err
+	}
+	e.settings = want
+	return nil
+}
+
+// errRefused marks an agent that exited at start: the mode is not usable.
+var errRefused = errors.New("the agent refused to start")
+
+func (e *Env) stopAgents() error {
+	var errs []error
+	for _, n := range []*agentpair.Node{e.pair.Master, e.pair.Slave} {
+		if err := n.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping %s: %w", n.Name, err))
+		}
+	}
+	e.settings = ""
+	return errors.Join(errs...)
+}
+
+func (e *Env) startAgents(ctx context.Context) error {
+	p := e.pair
+	mark := p.Master.Log.Len()
+	if err := p.Slave.Start(); err != nil {
+		return err
+	}
+	if err := p.Master.Start(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := p.Master.Log.Wait(wctx, mark, func(r agentpair.Record) bool {
+		return r.Msg() == "peer connected" || r.Msg() == "(agent exited)"
+	})
+	if err != nil {
+		return fmt.Errorf("master did not connect to its peer: %w\n%s", err, p.Master.Log.Tail(10))
+	}
+	if r.Msg() == "(agent exited)" {
+		reason := r.Str("how")
+		for _, rec := range p.Master.Log.Records(mark) {
+			if rec.Str("level") == "ERROR" {
+				reason = rec.Msg() + ": " + rec.Str("err")
+			}
+		}
+		_ = p.Slave.Stop()
+		return fmt.Errorf("%w: %s", errRefused, reason)
+	}
+	return nil
+}
+
+// AddDatasets creates datasets on the master's pool, adds them to both
+// configs (agents stopped meanwhile: the agent rewrites its file) and
+// restarts the agents; it waits for each one's first full transfer.
+func (e *Env) AddDatasets(ctx context.Context, names []string, timeout time.Duration) error {
+	p, err := e.Pair(ctx)
+	if err != nil {
+		return err
+	}
+	mode, interval := e.settingsNow()
+	if err := e.stopAgents(); err != nil {
+		return err
+	}
+	for _, name := range names {
+		if _, err := p.Master.Pool.CreateDataset(ctx, name, nil); err != nil {
+			return err
+		}
+		for _, n := range p.Nodes() {
+			if err := config.SetKeys(n.Config, config.DatasetSection(name), "zfs", n.Pool.Name+"/"+name); err != nil {
+				return err
+			}
+		}
+	}
+	mark := p.Slave.Log.Len()
+	for _, n := range p.Nodes() {
+		if err := config.SetKeys(n.Config, "notify", "mode", mode, "interval", interval.String()); err != nil {
+			return err
+		}
+	}
+	if err := e.startAgents(ctx); err != nil {
+		return err
+	}
+	e.settings = fmt.Sprintf("%s/%v", mode, interval)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, name := range names {
+		if _, err := p.Slave.Log.Wait(wctx, mark, func(r agentpair.Record) bool {
+			return r.Msg() == "received" && r.Str("dataset") == name
+		}); err != nil {
+			return fmt.Errorf("first transfer of %s: %w\n%s", name, err, p.Master.Log.Tail(5))
+		}
+	}
+	return nil
+}
+
+func (e *Env) settingsNow() (string, time.Duration) {
+	mode, iv, ok := strings.Cut(e.settings, "/")
+	if !ok {
+		return e.BestTier(), time.Second
+	}
+	d, _ := time.ParseDuration(iv)
+	return mode, d
+}
+
+// probeReport is the part of `flocker probe --json` the harness reads.
+type probeReport struct {
+	Tiers []probeTier `json:"tiers"`
+	ZFS   struct {
+		Dialect string `json:"dialect"`
+		Version string `json:"version"`
+	} `json:"zfs"`
+}
+
+type probeTier struct {
+	Name      string `json:"name"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason"`
+}
+
+// probe runs `flocker probe --json` once.
+func (e *Env) probe(ctx context.Context) (*probeReport, error) {
+	if e.probed != nil {
+		return e.probed, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, e.opts.Bin, "probe", "--json").Output()
+	if err != nil && len(out) == 0 {
+		return nil, fmt.Errorf("flocker probe: %w", err)
+	}
+	var r probeReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("flocker probe --json: %w", err)
+	}
+	e.probed = &r
+	return &r, nil
+}
+
+func (e *Env) zfsVersion(ctx context.Context) string {
+	r, err := e.probe(ctx)
+	if err != nil {
+		return "unknown (" + oneLine(err.Error()) + ")"
+	}
+	v := r.ZFS.Dialect
+	if r.ZFS.Version != "" {
+		v += " " + r.ZFS.Version
+	}
+	return v
+}
+
+// ebpfModes are the [notify] modes that load an eBPF tier, best first.
+var ebpfModes = []string{config.NotifyFentry, config.NotifyKprobe, config.NotifyTracepoint, config.NotifyBlock}
+
+// BestTier is the best eBPF tier the probe found, or the timer.
+func (e *Env) BestTier() string {
+	if e.probed != nil {
+		for _, m := range ebpfModes {
+			for _, t := range e.probed.Tiers {
+				if t.Name == m && t.Available {
+					return m
+				}
+			}
+		}
+	}
+	return config.NotifyTimer
+}
+
+// target is one dataset a lag run writes to.
+type target struct {
+	dataset            string // logical name in the agents' logs
+	masterDir, replica string
+	w                  workload
+}
+
+// lagResult is a lag run's outcome over all its targets.
+type lagResult struct {
+	attribution
+	writes int
+	// Elapsed is how long the writes took to issue (the achieved rate).
+	Elapsed time.Duration
+}
+
+// MeasureLag issues count writes by sched, spread round robin over
+// targets, and attributes each to the snapshot that brought it to B (see
+// attribute.go). It waits up to settle after the last write for the
+// replica to catch up; writes still missing then are Undelivered.
+func (e *Env) MeasureLag(ctx context.Context, targets []target, sched schedule, count int, settle time.Duration) (lagResult, error) {
+	p := e.pair
+	e.run++
+	run := e.run
+	for i, t := range targets {
+		if err := t.w.Start(t.masterDir, run); err != nil {
+			for _, s := range targets[:i] {
+				_ = s.w.Stop()
+			}
+			return lagResult{}, err
+		}
+	}
+	stopped := false
+	stopAll := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		var errs []error
+		for _, t := range targets {
+			errs = append(errs, t.w.Stop())
+		}
+		return errors.Join(errs...)
+	}
+	defer stopAll()
+
+	obs := newObserver(p, targets, run)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); obs.follow(wctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	done := make([][]time.Time, len(targets))
+	start := time.Now()
+	for i := range count {
+		if d := time.Until(start.Add(sched(i))); d > 0 {
+			select {
+			case <-ctx.Done():
+				return lagResult{}, ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		k := i % len(targets)
+		if err := targets[k].w.Write(len(done[k])); err != nil {
+			return lagResult{}, fmt.Errorf("write %d to %s: %w", i, targets[k].dataset, err)
+		}
+		done[k] = append(done[k], time.Now())
+	}
+	elapsed := time.Since(start)
+	// The mapping and files close now: a store after this point would not
+	// be one of the counted writes, and nothing stays open in the pool.
+	if err := stopAll(); err != nil {
+		return lagResult{}, err
+	}
+	deadline := time.Now().Add(settle)
+	var res lagResult
+	for {
+		res = lagResult{writes: count, Elapsed: elapsed}
+		for k, t := range targets {
+			a := attribute(done[k], obs.deliveries(t.dataset))
+			res.Lags = append(res.Lags, a.Lags...)
+			res.Bounded += a.Bounded
+			res.Undelivered += a.Undelivered
+			res.Inconsistent += a.Inconsistent
+		}
+		if res.Undelivered == 0 || time.Now().After(deadline) {
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// observer follows both agents' logs during a lag run: snapshot start
+// times from the master, receive times from the slave, and the replica's
+// content read right after each acknowledged transfer.
+type observer struct {
+	p       *agentpair.Pair
+	run     uint32
+	targets map[string]target
+	mMark   int
+	sMark   int
+
+	mu       sync.Mutex
+	starts   map[string]time.Time // dataset@snapshot -> master began taking it
+	observed map[string]int       // dataset@snapshot -> highest seq read
+}
+
+func newObserver(p *agentpair.Pair, ts []target, run uint32) *observer {
+	o := &observer{p: p, run: run, targets: map[string]target{}, mMark: p.Master.Log.Len(), sMark: p.Slave.Log.Len(),
+		starts: map[string]time.Time{}, observed: map[string]int{}}
+	for _, t := range ts {
+		o.targets[t.dataset] = t
+	}
+	return o
+}
+
+func recordTime(r agentpair.Record) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, r.Str("time"))
+	return t
+}
+
+func (o *observer) follow(ctx context.Context) {
+	i := o.mMark
+	for {
+		recs := o.p.Master.Log.Records(i)
+		if len(recs) == 0 {
+			if _, err := o.p.Master.Log.Wait(ctx, i, func(agentpair.Record) bool { return true }); err != nil {
+				return
+			}
+			continue
+		}
+		i += len(recs)
+		for _, r := range recs {
+			ds := r.Str("dataset")
+			t, ok := o.targets[ds]
+			if !ok {
+				continue
+			}
+			switch r.Msg() {
+			case "snapshot taken":
+				took := time.Duration(r.Num("took")) // slog writes durations as nanoseconds
+				o.mu.Lock()
+				o.starts[ds+"@"+r.Str("snapshot")] = recordTime(r).Add(-took)
+				o.mu.Unlock()
+			case "replicated":
+				snap := r.Str("target")
+				h, err := t.w.Highest(t.replica, o.run)
+				// Counts only if no newer receive landed while reading.
+				if err == nil && o.newestReceived(ds) == snap {
+					o.mu.Lock()
+					o.observed[ds+"@"+snap] = h
+					o.mu.Unlock()
+				}
+			}
+		}
+	}
+}
+
+func (o *observer) newestReceived(ds string) string {
+	newest := ""
+	for _, r := range o.p.Slave.Log.Records(o.sMark) {
+		if r.Msg() == "received" && r.Str("dataset") == ds {
+			newest = r.Str("target")
+		}
+	}
+	return newest
+}
+
+// deliveries lists what the slave received for ds since the run began.
+func (o *observer) deliveries(ds string) []delivery {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []delivery
+	for _, r := range o.p.Slave.Log.Records(o.sMark) {
+		if r.Msg() != "received" || r.Str("dataset") != ds {
+			continue
+		}
+		snap := r.Str("target")
+		d := delivery{Snapshot: snap, Received: recordTime(r), Start: o.starts[ds+"@"+snap]}
+		if h, ok := o.observed[ds+"@"+snap]; ok {
+			d.Observed, d.Highest = true, h
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// appTarget is the main dataset with workload w.
+func (e *Env) appTarget(w workload) []target {
+	return []target{{dataset: agentpair.DatasetName, masterDir: e.pair.Master.Mountpoint, replica: e.pair.Slave.Mountpoint, w: w}}
+}
+
+// lagRows turns a lag run into its distribution row plus notes.
+func lagRow(cas string, r lagResult) Row {
+	row := dist("", cas, "write-to-replica lag", "ms", millis(r.Lags))
+	var notes []string
+	if r.Undelivered > 0 {
+		notes = append(notes, fmt.Sprintf("%d of %d writes never reached the replica within the wait", r.Undelivered, r.writes))
+		if row.N == 0 {
+			row.Status = StatusFailed
+		}
+	}
+	if r.Bounded > 0 {
+		notes = append(notes, fmt.Sprintf("%d lags from the time bound (upper bounds)", r.Bounded))
+	}
+	if r.Inconsistent > 0 {
+		notes = append(notes, fmt.Sprintf("%d replica readings contradicted the time bound", r.Inconsistent))
+	}
+	if r.Elapsed > 0 && r.writes > 1 {
+		notes = append(notes, fmt.Sprintf("issued %d writes in %v", r.writes, r.Elapsed.Round(time.Millisecond)))
+	}
+	row.Note = strings.Join(notes, "; ")
+	return row
+}

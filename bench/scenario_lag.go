@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/flockerha/flocker/agent/config"
+)
+
+func init() {
+	register(Scenario{Name: "lag", Order: 20, Run: runLag,
+		Summary: "write-to-replica lag per trigger mode: each eBPF tier that loads, fanotify, timer 1 s and 100 ms, a 60 s periodic schedule"})
+	register(Scenario{Name: "rates", Order: 30, Run: runRates,
+		Summary: "lag at 10 and at 1,000 writes per second with the best tier, against the floor (issue 4)"})
+}
+
+// lagCase is one trigger mode to measure.
+type lagCase struct {
+	name     string
+	mode     string
+	interval time.Duration
+	// periodic: the writes fill one period that starts when the agent
+	// does (the timer's first tick is one interval after its start).
+	periodic bool
+	note     string
+}
+
+func (e *Env) lagCases(ctx context.Context) ([]lagCase, []Row, error) {
+	pr, err := e.probe(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cases []lagCase
+	var unavailable []Row
+	for _, m := range ebpfModes {
+		i := slices.IndexFunc(pr.Tiers, func(t probeTier) bool { return t.Name == m })
+		switch {
+		case i < 0:
+			unavailable = append(unavailable, Row{Case: m, Metric: "write-to-replica lag", Status: StatusUnavailable, Note: "flocker probe does not list this tier"})
+		case !pr.Tiers[i].Available:
+			unavailable = append(unavailable, Row{Case: m, Metric: "write-to-replica lag", Status: StatusUnavailable, Note: oneLine(pr.Tiers[i].Reason)})
+		default:
+			cases = append(cases, lagCase{name: m, mode: m, interval: time.Second})
+		}
+	}
+	period := pick(e, 60*time.Second, 5*time.Second)
+	periodic := lagCase{name: "periodic-" + period.String(), mode: config.NotifyTimer, interval: period, periodic: true,
+		note: "the periodic-snapshot baseline (zrepl, sanoid/syncoid every minute): a snapshot and send every period whatever changed"}
+	if e.Quick() {
+		periodic.note += "; --quick scales the 60 s period down to 5 s"
+	}
+	cases = append(cases,
+		lagCase{name: "fanotify", mode: config.NotifyFanotify, interval: time.Second},
+		lagCase{name: "timer-1s", mode: config.NotifyTimer, interval: time.Second},
+		lagCase{name: "timer-100ms", mode: config.NotifyTimer, interval: 100 * time.Millisecond},
+		periodic)
+	return cases, unavailable, nil
+}
+
+func runLag(ctx context.Context, e *Env) ([]Row, error) {
+	floor, err := e.floorP50(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cases, rows, err := e.lagCases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cases {
+		row, err := e.lagOf(ctx, c)
+		if err != nil {
+			return rows, fmt.Errorf("%s: %w", c.name, err)
+		}
+		againstFloor(&row, floor)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// lagOf measures one trigger mode with 10 small appends per second.
+func (e *Env) lagOf(ctx context.Context, c lagCase) (Row, error) {
+	err := e.Agents(ctx, c.mode, c.interval, c.periodic)
+	if errors.Is(err, errRefused) {
+		return Row{Case: c.name, Metric: "write-to-replica lag", Status: StatusUnavailable, Note: oneLine(err.Error())}, nil
+	}
+	if err != nil {
+		return Row{}, err
+	}
+	rate, secs := 10.0, pick(e, 8.0, 2.0)
+	settle := 2*c.interval + 30*time.Second
+	sched := steady(rate)
+	if c.periodic {
+		// Start one second into the period, stop half a second before its
+		// end: every write waits for the same first tick, as a write at a
+		// random moment waits for the next scheduled snapshot.
+		secs = c.interval.Seconds() - 1.5
+		off := time.Second
+		inner := steady(rate)
+		sched = func(i int) time.Duration { return off + inner(i) }
+	}
+	res, err := e.MeasureLag(ctx, e.appTarget(e.appends), sched, int(rate*secs), settle)
+	if err != nil {
+		return Row{}, err
+	}
+	row := lagRow(c.name, res)
+	if c.note != "" {
+		row.Note = joinNote(c.note, row.Note)
+	}
+	return row, nil
+}
+
+func joinNote(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "; " + b
+}
+
+func runRates(ctx context.Context, e *Env) ([]Row, error) {
+	floor, err := e.floorP50(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.probe(ctx); err != nil {
+		return nil, err
+	}
+	tier := e.BestTier()
+	if err := e.Agents(ctx, tier, time.Second, false); err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, rate := range []float64{10, 1000} {
+		secs := pick(e, 10.0, 2.0)
+		if rate == 1000 {
+			secs = pick(e, 5.0, 1.5)
+		}
+		res, err := e.MeasureLag(ctx, e.appTarget(e.appends), steady(rate), int(rate*secs), 30*time.Second)
+		if err != nil {
+			return rows, err
+		}
+		row := lagRow(fmt.Sprintf("%s@%.0f/s", tier, rate), res)
+		againstFloor(&row, floor)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}

@@ -1,0 +1,187 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flockerha/flocker/internal/agentpair"
+)
+
+func init() {
+	register(Scenario{Name: "scale", Order: 70, Run: runScale,
+		Summary: "50 datasets on one pair, writes spread across them: lag p99, agent CPU share and RSS"})
+}
+
+func runScale(ctx context.Context, e *Env) ([]Row, error) {
+	p, err := e.Pair(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.probe(ctx); err != nil {
+		return nil, err
+	}
+	n := pick(e, 50, 5)
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("s%02d", i+1))
+	}
+	if err := e.Agents(ctx, e.BestTier(), time.Second, false); err != nil {
+		return nil, err
+	}
+	e.progress("adding %d datasets and waiting for their first transfers", n)
+	if err := e.AddDatasets(ctx, names, pick(e, 3*time.Minute, time.Minute)); err != nil {
+		return nil, err
+	}
+	var targets []target
+	for _, name := range names {
+		targets = append(targets, target{dataset: name, masterDir: p.Master.Pool.Mountpoint + "/" + name,
+			replica: p.Slave.Pool.Mountpoint + "/" + name, w: &appender{}})
+	}
+	rate, secs := 200.0, pick(e, 10.0, 2.0)
+	mon := startMonitor(p.Master, p.Slave)
+	res, err := e.MeasureLag(ctx, targets, steady(rate), int(rate*secs), time.Minute)
+	usage := mon.stop()
+	if err != nil {
+		return nil, err
+	}
+	row := lagRow(fmt.Sprintf("%d datasets, %.0f writes/s", n, rate), res)
+	if e.Quick() {
+		row.Note = joinNote("--quick scales 50 datasets down to 5", row.Note)
+	}
+	rows := []Row{row}
+	for _, u := range usage {
+		if u.err != nil {
+			rows = append(rows, Row{Case: u.node, Metric: "agent CPU", Status: StatusFailed, Note: oneLine(u.err.Error())})
+			continue
+		}
+		cpu := value("", u.node+" agent", "CPU share of one core", "%", u.cpu)
+		cpu.Note = "utime+stime of the agent and its finished zfs children over the write phase, from /proc/PID/stat"
+		rows = append(rows, cpu, value("", u.node+" agent", "peak RSS", "MiB", u.rssMiB))
+	}
+	return rows, nil
+}
+
+// monitor samples the agents' /proc entries during a run.
+type monitor struct {
+	nodes []*agentpair.Node
+	stopc chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	peak  map[string]float64
+	start map[string]cpuMark
+}
+
+type usage struct {
+	node        string
+	cpu, rssMiB float64
+	err         error
+}
+
+type cpuMark struct {
+	ticks float64
+	at    time.Time
+	err   error
+}
+
+func startMonitor(nodes ...*agentpair.Node) *monitor {
+	m := &monitor{nodes: nodes, stopc: make(chan struct{}), peak: map[string]float64{}, start: map[string]cpuMark{}}
+	for _, n := range nodes {
+		t, err := cpuTicks(n.PID())
+		m.start[n.Name] = cpuMark{t, time.Now(), err}
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			m.sample()
+			select {
+			case <-m.stopc:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	return m
+}
+
+func (m *monitor) sample() {
+	for _, n := range m.nodes {
+		if rss, err := rssMiB(n.PID()); err == nil {
+			m.mu.Lock()
+			m.peak[n.Name] = max(m.peak[n.Name], rss)
+			m.mu.Unlock()
+		}
+	}
+}
+
+func (m *monitor) stop() []usage {
+	close(m.stopc)
+	m.wg.Wait()
+	m.sample()
+	var out []usage
+	for _, n := range m.nodes {
+		s := m.start[n.Name]
+		t, err := cpuTicks(n.PID())
+		u := usage{node: n.Name, err: errors.Join(s.err, err), rssMiB: m.peak[n.Name]}
+		if u.err == nil {
+			// Ticks are USER_HZ, 100 per second on every common build: ticks
+			// per second of wall time are percent of one core.
+			u.cpu = (t - s.ticks) / time.Since(s.at).Seconds()
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// cpuTicks is utime+stime+cutime+cstime of pid (fields 14-17 of stat).
+func cpuTicks(pid int) (float64, error) {
+	if pid == 0 {
+		return 0, errors.New("agent not running")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: fields start after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command field", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var sum float64
+	for _, x := range f[11:15] { // utime stime cutime cstime: fields 14..17
+		v, err := strconv.ParseFloat(x, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+func rssMiB(pid int) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+}
