@@ -93,10 +93,11 @@ func (e *Env) lagOf(ctx context.Context, c lagCase) (Row, error) {
 	settle := 2*c.interval + 30*time.Second
 	sched := steady(rate)
 	if c.periodic {
-		// Start one second into the period, stop half a second before its
-		// end: every write waits for the same first tick, as a write at a
-		// random moment waits for the next scheduled snapshot.
-		secs = c.interval.Seconds() - 1.5
+		// Start one second into the period, stop two seconds before its
+		// end (the agent started a moment before the writes): every write
+		// waits for the same first tick, as a write at a random moment
+		// waits for the next scheduled snapshot.
+		secs = c.interval.Seconds() - 3
 		off := time.Second
 		inner := steady(rate)
 		sched = func(i int) time.Duration { return off + inner(i) }

@@ -36,7 +36,7 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 		return nil, err
 	}
 	e.progress("adding %d datasets and waiting for their first transfers", n)
-	if err := e.AddDatasets(ctx, names, pick(e, 3*time.Minute, time.Minute)); err != nil {
+	if err := e.AddDatasets(ctx, names, true, pick(e, 3*time.Minute, time.Minute)); err != nil {
 		return nil, err
 	}
 	var targets []target

@@ -56,7 +56,7 @@ func runThroughput(ctx context.Context, e *Env) ([]Row, error) {
 
 	mark := p.Master.Log.Len()
 	smark := p.Slave.Log.Len()
-	if err := e.AddDatasets(ctx, []string{"big"}, pick(e, 4*time.Minute, time.Minute)); err != nil {
+	if err := e.AddDatasets(ctx, []string{"big"}, false, pick(e, 4*time.Minute, time.Minute)); err != nil {
 		return rows, err
 	}
 	started, err := p.Master.Log.Wait(ctx, mark, func(r agentpair.Record) bool {
