@@ -57,7 +57,7 @@ func Scenarios() []Scenario { return slices.Clone(scenarios) }
 // Run runs the selected scenarios and returns the report. A scenario that
 // fails becomes a failed row and the others still run; only bad options
 // and a rig that cannot be built end the run early.
-func Run(ctx context.Context, opts Options) (*Report, error) {
+func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	selected, err := selectScenarios(opts.Scenarios)
 	if err != nil {
 		return nil, err
@@ -72,7 +72,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		opts.Progress = io.Discard
 	}
 	start := time.Now()
-	rep := &Report{Command: opts.Command, Quick: opts.Quick, Seed: opts.Seed, Started: start}
+	rep = &Report{Command: opts.Command, Quick: opts.Quick, Seed: opts.Seed, Started: start}
 	if err := rig.EnsureKernelFS(); err != nil {
 		return nil, err
 	}
@@ -81,7 +81,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	e := newEnv(opts)
-	defer func() { err = errors.Join(err, e.close(), z.Close()) }()
+	defer func() {
+		if cerr := errors.Join(e.close(), z.Close()); cerr != nil {
+			// The figures stand; a teardown failure (a busy pool) is
+			// still an error the operator must see.
+			err = errors.Join(err, fmt.Errorf("tearing the rig down: %w", cerr))
+		}
+	}()
 	rep.Machine = describeMachine(ctx, e.zfsVersion(ctx))
 	for _, s := range selected {
 		e.progress("scenario %s: %s", s.Name, s.Summary)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -61,16 +62,21 @@ func init() {
 				}
 				rep, err := bench.Run(ctx, bench.Options{Bin: *bin, Quick: *quick, Scenarios: names, Seed: *seed,
 					Command: cmdline, Progress: e.stderr, Logger: e.log})
+				if rep == nil {
+					return fail(e, "bench", err)
+				}
+				// The figures are written even when tearing the rig down
+				// failed afterwards; the exit status still says so.
+				if werr := rep.WriteFiles(*out); werr != nil {
+					return fail(e, "bench", errors.Join(err, werr))
+				}
+				if werr := rep.WriteTable(e.stdout); werr != nil {
+					return fail(e, "bench", errors.Join(err, werr))
+				}
+				fmt.Fprintf(e.stdout, "results in %s: %s\n", *out, strings.Join(rep.Files, ", "))
 				if err != nil {
 					return fail(e, "bench", err)
 				}
-				if err := rep.WriteFiles(*out); err != nil {
-					return fail(e, "bench", err)
-				}
-				if err := rep.WriteTable(e.stdout); err != nil {
-					return fail(e, "bench", err)
-				}
-				fmt.Fprintf(e.stdout, "results in %s: %s\n", *out, strings.Join(rep.Files, ", "))
 				return exitOK
 			}
 		},
