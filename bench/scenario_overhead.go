@@ -85,6 +85,7 @@ var overheadMetrics = []struct{ unit, metric string }{
 	{"ns/pwrite-no-probe", "ns per write, no probe"},
 	{"ns-added/pwrite-tracked", "ns added per write, tracked fs"},
 	{"ns-added/pwrite-untracked", "ns added per write, untracked fs"},
+	{"ns-in-bpf/pwrite-tracked", "ns inside BPF per write, tracked fs"},
 }
 
 // parseOverhead reads "BenchmarkPwriteOverhead/NAME-P  1  V unit  V unit ...".
