@@ -148,8 +148,26 @@ func (e *Env) Agents(ctx context.Context, mode string, interval time.Duration, f
 		if _, err := e.MeasureLag(ctx, e.appTarget(e.appends), steady(10), 3, 30*time.Second); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
+		// Then let the start-up chores finish (releasing stale holds,
+		// pruning what the last mode left): measured, they stall the first
+		// seconds of a run by up to 3 s.
+		e.waitQuiet(ctx, p.Master, 500*time.Millisecond, 20*time.Second)
 	}
 	return nil
+}
+
+// waitQuiet waits until n's agent logged nothing for quiet, at most max.
+func (e *Env) waitQuiet(ctx context.Context, n *agentpair.Node, quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		mark := n.Log.Len()
+		qctx, cancel := context.WithTimeout(ctx, quiet)
+		_, err := n.Log.Wait(qctx, mark, func(agentpair.Record) bool { return true })
+		cancel()
+		if err != nil {
+			return // quiet (or ctx ended: the caller sees that next)
+		}
+	}
 }
 
 // errRefused marks an agent that exited at start: the mode is not usable.
