@@ -104,7 +104,7 @@ func (e *Env) workloads() []namedWorkload {
 	if e.appends == nil {
 		e.appends = &appender{}
 	}
-	d := pick(e, 4.0, 1.5) // seconds per workload
+	d := pick(e, 3.0, 1.5) // seconds per workload
 	return []namedWorkload{
 		{"small-appends", "64-byte appends, 50/s", e.appends, steady(50), int(50 * d)},
 		{"random-4k-overwrites", "4 KiB pwrite at random offsets of a 256 KiB file, 50/s", newOverwriter(e.opts.Seed), steady(50), int(50 * d)},

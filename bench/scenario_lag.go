@@ -89,7 +89,7 @@ func (e *Env) lagOf(ctx context.Context, c lagCase) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	rate, secs := 10.0, pick(e, 8.0, 2.0)
+	rate, secs := 10.0, pick(e, 6.0, 2.0)
 	settle := 2*c.interval + 30*time.Second
 	sched := steady(rate)
 	if c.periodic {
@@ -134,7 +134,7 @@ func runRates(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	var rows []Row
 	for _, rate := range []float64{10, 1000} {
-		secs := pick(e, 10.0, 2.0)
+		secs := pick(e, 8.0, 2.0)
 		if rate == 1000 {
 			secs = pick(e, 5.0, 1.5)
 		}
