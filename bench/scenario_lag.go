@@ -46,11 +46,11 @@ func (e *Env) lagCases(ctx context.Context) ([]lagCase, []Row, error) {
 			cases = append(cases, lagCase{name: m, mode: m, interval: time.Second})
 		}
 	}
-	period := pick(e, 60*time.Second, 5*time.Second)
+	period := pick(e, 60*time.Second, 4*time.Second)
 	periodic := lagCase{name: "periodic-" + period.String(), mode: config.NotifyTimer, interval: period, periodic: true,
 		note: "the periodic-snapshot baseline (zrepl, sanoid/syncoid every minute): a snapshot and send every period whatever changed"}
 	if e.Quick() {
-		periodic.note += "; --quick scales the 60 s period down to 5 s"
+		periodic.note += "; --quick scales the 60 s period down to 4 s"
 	}
 	cases = append(cases,
 		lagCase{name: "fanotify", mode: config.NotifyFanotify, interval: time.Second},
