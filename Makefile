@@ -13,6 +13,9 @@ BIN := bin/flocker
 VM_DIR ?= /var/tmp/flocker-vm
 export FLOCKER_VM_DIR := $(VM_DIR)
 TEST_TIMEOUT ?= 40m
+# Time per fuzz target: make fuzz uses FUZZTIME, make test the short CI bound.
+FUZZTIME ?= 20s
+CI_FUZZTIME ?= 5s
 
 # make install: PREFIX and DESTDIR as usual (DESTDIR stages a package root).
 PREFIX ?= /usr/local
@@ -21,7 +24,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR ?= $(PREFIX)/share/doc/flocker
 SYSCONFDIR ?= /etc
 
-.PHONY: help setup build test test-unit test-go generate generate-check lint demo bench vm-images clean install
+.PHONY: help setup build test test-unit test-go fuzz test-fuzz generate generate-check lint demo bench vm-images clean install
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,10 +35,16 @@ setup: ## prepare this host (root): Debian packages, zfs-fuse, tracefs, bpffs
 build: ## build bin/flocker (static, no cgo, no clang needed)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/flocker
 
-test: setup generate-check lint build vm-images test-go ## everything CI runs (root; CI=true turns skips into failures)
+test: setup generate-check lint build vm-images test-go test-fuzz ## everything CI runs (root; CI=true turns skips into failures)
 
 test-go:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+fuzz: ## run every go test -fuzz target for FUZZTIME each (default 20s)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+test-fuzz:
+	GO=$(GO) FUZZTIME=$(CI_FUZZTIME) scripts/fuzz.sh
 
 test-unit: ## tests that need no root, no ZFS and no kernel features (go test -short)
 	$(GO) test -short -count=1 ./...
