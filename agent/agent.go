@@ -35,6 +35,9 @@ type Options struct {
 	Transport transport.Config
 	// Observer is told of transfers and changes, for metrics (optional).
 	Observer Observer
+	// ZFSTimeout bounds each zfs command that is not a stream (default
+	// DefaultZFSTimeout).
+	ZFSTimeout time.Duration
 }
 
 // Agent runs every [dataset] of one node, as master or slave per [state]
@@ -86,6 +89,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	opts.ZFS = withTimeout(opts.ZFS, opts.ZFSTimeout)
 	a := &Agent{
 		opts:    opts,
 		cfg:     c,

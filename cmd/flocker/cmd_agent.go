@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/flockerha/flocker/agent"
 	"github.com/flockerha/flocker/agent/config"
@@ -22,11 +23,15 @@ func init() {
 			path := fs.String("config", config.DefaultPath, "config file")
 			zfsBin := fs.String("zfs", "", "zfs binary (default: zfs in PATH)")
 			zpoolBin := fs.String("zpool", "", "zpool binary (default: zpool in PATH)")
+			zfsTimeout := fs.Duration("zfs-timeout", agent.DefaultZFSTimeout, "kill a zfs command (other than send and receive) after this long, log it and retry")
 			return func(ctx context.Context, e *env, args []string) int {
 				if len(args) > 0 {
 					return fail(e, "agent", fmt.Errorf("%w: unexpected argument %q", errUsage, args[0]))
 				}
-				return runAgent(ctx, e, *path, *zfsBin, *zpoolBin)
+				if *zfsTimeout <= 0 {
+					return fail(e, "agent", fmt.Errorf("%w: --zfs-timeout %v: must be positive", errUsage, *zfsTimeout))
+				}
+				return runAgent(ctx, e, *path, *zfsBin, *zpoolBin, *zfsTimeout)
 			}
 		},
 	})
@@ -35,7 +40,7 @@ func init() {
 // runAgent starts the agent and runs it until ctx ends (SIGTERM or SIGINT
 // in main), then stops it in order. It refuses to start with the problems
 // `flocker check` would list.
-func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
+func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTimeout time.Duration) int {
 	c, err := config.Load(path)
 	var probs config.Problems
 	if err != nil && !errors.As(err, &probs) {
@@ -70,7 +75,8 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string) int {
 	metrics := newAgentMetrics(func() agent.Status { return a.Status() }, notifier)
 	a, err = agent.New(agent.Options{
 		Config: c, Cert: cert, ZFS: z, Dialect: dialect, Notifier: notifier, Refused: refused, Logger: e.log,
-		Observer: metrics,
+		Observer:   metrics,
+		ZFSTimeout: zfsTimeout,
 	})
 	if err != nil {
 		if notifier != nil {

@@ -49,6 +49,9 @@ type Options struct {
 	Settings map[string]map[string]string
 	// LogLevel of the agents (default info).
 	LogLevel string
+	// AgentArgs are added to both agents' command lines, e.g. --zfs PATH
+	// for a zfs stand-in that injects a fault.
+	AgentArgs []string
 	Logger   *slog.Logger
 }
 

@@ -70,8 +70,9 @@ func (n *Node) Start() error {
 		return err
 	}
 	// Not CommandContext: stopping is Stop's and Kill's business.
-	cmd := n.Host.Command(context.Background(), n.pair.opts.Bin, "agent", "--config", n.Config,
-		"--log-format", "json", "--log-level", n.pair.opts.LogLevel)
+	args := append([]string{"agent", "--config", n.Config, "--log-format", "json", "--log-level", n.pair.opts.LogLevel},
+		n.pair.opts.AgentArgs...)
+	cmd := n.Host.Command(context.Background(), n.pair.opts.Bin, args...)
 	pr, pw := io.Pipe()
 	cmd.Stdout = f
 	cmd.Stderr = io.MultiWriter(f, pw)
