@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-20s}
 found=0 failed=0
+# inputs counts the files in a corpus directory (0 when there is none).
+inputs() { if [ -d "$1" ]; then find "$1" -type f | wc -l; else echo 0; fi; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 while IFS= read -r file; do
@@ -17,7 +19,7 @@ while IFS= read -r file; do
 	for target in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
 		found=$((found + 1))
 		corpus=$dir/testdata/fuzz/$target
-		before=$(ls "$corpus" 2>/dev/null | wc -l)
+		before=$(inputs "$corpus")
 		echo "== ./$dir $target ($FUZZTIME)"
 		# -parallel 1: few cores, and CI runs other tests at the same time.
 		if "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel 1 "./$dir" >"$log" 2>&1; then
@@ -25,7 +27,7 @@ while IFS= read -r file; do
 			continue
 		fi
 		cat "$log"
-		after=$(ls "$corpus" 2>/dev/null | wc -l)
+		after=$(inputs "$corpus")
 		# Go's fuzz coordinator can report its own -fuzztime deadline as a
 		# failure (golang/go#75804, fixed in Go 1.27): no input is written
 		# then, and the only failure line is the deadline.
