@@ -11,7 +11,7 @@ import (
 // until killed (its context ends); a real hang is tested end to end in
 // test/faults with a zfs stand-in binary.
 type hangingZFS struct {
-	ZFS // nil: only Snapshot is called
+	ZFS   // nil: only Snapshot is called
 	calls int
 }
 

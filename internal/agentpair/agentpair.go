@@ -52,7 +52,7 @@ type Options struct {
 	// AgentArgs are added to both agents' command lines, e.g. --zfs PATH
 	// for a zfs stand-in that injects a fault.
 	AgentArgs []string
-	Logger   *slog.Logger
+	Logger    *slog.Logger
 }
 
 // Pair is the two nodes and the rig under them.

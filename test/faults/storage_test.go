@@ -197,7 +197,9 @@ func TestBehindTheAgentsBack(t *testing.T) {
 	resumed := func(t *testing.T, what string, marks [2]int) {
 		t.Helper()
 		writeN(t, l, 5, 4096)
-		conflict := func(r agentpair.Record) bool { return r.Msg() == "replication stopped: conflict (not resolved automatically)" }
+		conflict := func(r agentpair.Record) bool {
+			return r.Msg() == "replication stopped: conflict (not resolved automatically)"
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 		defer cancel()
 		for ctx.Err() == nil {
