@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/flockerha/flocker/internal/agentpair"
 	"github.com/flockerha/flocker/internal/rig"
 	"github.com/flockerha/flocker/internal/rig/rigtest"
+	"github.com/flockerha/flocker/internal/treesum"
 	"github.com/flockerha/flocker/transport"
 	"github.com/flockerha/flocker/transport/pki"
 	"github.com/quic-go/quic-go"
@@ -160,6 +162,34 @@ func TestGarbageClosesOnlyThatConnection(t *testing.T) {
 	}
 	udp.Close()
 
+	// The pinned certificate but another protocol: refused in the TLS
+	// handshake (no_application_protocol), before any frame is read.
+	t.Run("unknown ALPN", func(t *testing.T) {
+		mark := p.Slave.Log.Len()
+		var pc net.PacketConn
+		inHost(t, p.Net.C, func() (err error) { pc, err = net.ListenPacket("udp", "0.0.0.0:0"); return })
+		defer pc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conf := &tls.Config{Certificates: []tls.Certificate{alpha}, NextProtos: []string{"flocker/0"},
+			InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+		qc, err := quic.Dial(ctx, pc, dst, conf, &quic.Config{HandshakeIdleTimeout: 5 * time.Second})
+		if err == nil {
+			select {
+			case <-qc.Context().Done():
+				err = context.Cause(qc.Context())
+			case <-ctx.Done():
+				t.Fatal("a connection with ALPN flocker/0 stayed up")
+			}
+		}
+		var te *quic.TransportError
+		if !errors.As(err, &te) || !te.Remote || te.ErrorCode != quic.TransportErrorCode(0x100+120) {
+			t.Fatalf("dial with ALPN flocker/0: %v, want the agent's no_application_protocol alert", err)
+		}
+		r := waitRecord(t, p.Slave, mark, 10*time.Second, "the refusal in the agent's log", msg("refused peer in TLS handshake"))
+		t.Logf("agent: %s: %s", r.Msg(), r.Str("reason"))
+	})
+
 	for _, tc := range []struct {
 		name  string
 		bytes []byte
@@ -264,7 +294,7 @@ func newFakeMaster(t *testing.T, p *agentpair.Pair) *fakeMaster {
 // the other; then the transfer is sent again (with a new ID) on the
 // connection that won, once the slave is done with the first attempt (it
 // refuses a transfer while another is still being received), as the real
-// master's retry does.
+// master's retry does. Any other answer, a refusal included, is returned.
 func (f *fakeMaster) transfer(t *testing.T, hdr transport.TransferBegin, data []byte, abort bool) *transport.Ack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -277,7 +307,7 @@ func (f *fakeMaster) transfer(t *testing.T, hdr transport.TransferBegin, data []
 		}
 		hdr.ID = id*100 + uint64(attempt)
 		a, err := sendStream(ctx, c, hdr, data, abort, f.receiving)
-		if err == nil && a.Code != "refused" {
+		if err == nil && (a.Code != "refused" || !strings.Contains(a.Error, "still being received")) {
 			return a
 		}
 		if err == nil {
@@ -299,10 +329,14 @@ func sendStream(ctx context.Context, c *transport.Conn, hdr transport.TransferBe
 	if err != nil {
 		return nil, err
 	}
-	if _, err := ot.Write(data); err != nil {
+	_, err = ot.Write(data)
+	var ta *transport.TransferAbortedError
+	switch {
+	case errors.As(err, &ta) && ta.Remote:
+		// The slave refused or failed the stream early; its Ack says why.
+	case err != nil:
 		return nil, err
-	}
-	if abort {
+	case abort:
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := receiving(rctx, hdr.ID)
 		cancel()
@@ -310,8 +344,10 @@ func sendStream(ctx context.Context, c *transport.Conn, hdr transport.TransferBe
 		if err != nil {
 			return nil, fmt.Errorf("the slave did not start receiving: %w", err)
 		}
-	} else if err := ot.Close(); err != nil {
-		return nil, err
+	default:
+		if err := ot.Close(); err != nil {
+			return nil, err
+		}
 	}
 	for {
 		m, err := c.Receive(ctx)
@@ -379,3 +415,118 @@ func TestBadStreamLeavesNothing(t *testing.T) {
 		t.Error("the slave agent exited")
 	}
 }
+
+// TestHostileIncrementalsKeepTheReplica: with a replica in place, a fake
+// master holding alpha's key sends a corrupted and a truncated incremental,
+// a replay of a transfer the replica already holds (the honest header, then
+// the old bytes under a new header) and a full stream under an incremental
+// header. Each is refused or fails with an error; the replica stays
+// readable at its last good snapshot and the slave keeps serving. A good
+// incremental is then accepted, and the real master carries on from it.
+func TestHostileIncrementalsKeepTheReplica(t *testing.T) {
+	p := newPair(t, agentpair.Options{})
+	writeRandom(t, filepath.Join(p.Master.Mountpoint, "data"), 4, 64<<10, 5)
+	start(t, p.Slave, p.Master)
+	waitSame(t, p, firstSyncTimeout)
+	writeRandom(t, filepath.Join(p.Master.Mountpoint, "more"), 4, 64<<10, 6)
+	waitSame(t, p, syncTimeout)
+	if err := p.Master.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	replica := snapshotList(t, p.Slave.Dataset)
+	if len(replica) < 2 {
+		t.Fatalf("replica holds %v, want at least two snapshots", replica)
+	}
+	good, err := treesum.Sum(p.Slave.Mountpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, top := short(replica[len(replica)-2]), short(replica[len(replica)-1])
+	masterSnap := func(s string) string { return p.Master.Dataset + "@" + s }
+
+	// A new snapshot on the master and the streams to play with.
+	writeRandom(t, filepath.Join(p.Master.Mountpoint, "new"), 4, 64<<10, 8)
+	next := "flocker-0-999999"
+	zfsOut(t, "snapshot", masterSnap(next))
+	guid := func(s string) uint64 {
+		g, err := strconv.ParseUint(zfsOut(t, "get", "-Hp", "-o", "value", "guid", masterSnap(s)), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	send := func(args ...string) []byte {
+		out, err := exec.Command("zfs", append([]string{"send"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("zfs send %v: %v", args, err)
+		}
+		return out
+	}
+	incr := send("-i", masterSnap(top), masterSnap(next))
+	old := send("-i", masterSnap(prev), masterSnap(top))
+	full := send(masterSnap(replica[0][strings.IndexByte(replica[0], '@')+1:]))
+	corrupted := bytes.Clone(incr)
+	for i := len(corrupted) / 2; i < len(corrupted)/2+64 && i < len(corrupted); i++ {
+		corrupted[i] ^= 0xff
+	}
+	fresh := transport.TransferBegin{Dataset: agentpair.DatasetName, BaseGUID: guid(top), TargetGUID: guid(next), Target: next}
+	replayHdr := transport.TransferBegin{Dataset: agentpair.DatasetName, BaseGUID: guid(prev), TargetGUID: guid(top), Target: top}
+
+	f := newFakeMaster(t, p)
+	defer f.sess.Close()
+	for i, tc := range []struct {
+		name  string
+		hdr   transport.TransferBegin
+		bytes []byte
+		codes []string // acceptable answers
+	}{
+		{"corrupted incremental", fresh, corrupted, []string{"bad_stream"}},
+		{"truncated incremental", fresh, incr[:len(incr)/2], []string{"bad_stream"}},
+		{"replay with its own header", replayHdr, old, []string{"refused"}},
+		{"replayed bytes under a new header", fresh, old, []string{"bad_stream", "incremental_mismatch", "destination_modified", "destination_exists", "receive_failed"}},
+		{"full stream under an incremental header", fresh, full, []string{"bad_stream", "incremental_mismatch", "destination_modified", "destination_exists", "receive_failed"}},
+	} {
+		hdr := tc.hdr
+		hdr.ID = uint64(200 + i)
+		hdr.EstimatedBytes = uint64(len(tc.bytes))
+		a := f.transfer(t, hdr, tc.bytes, false)
+		if a.Error == "" {
+			t.Fatalf("%s: acknowledged as received (guid %d)", tc.name, a.ReceivedGUID)
+		}
+		t.Logf("%s: slave answered %s: %.200s", tc.name, a.Code, a.Error)
+		if !slices.Contains(tc.codes, a.Code) {
+			t.Errorf("%s: code %q, want one of %v", tc.name, a.Code, tc.codes)
+		}
+		if got := snapshotList(t, p.Slave.Dataset); !slices.Equal(got, replica) {
+			t.Fatalf("%s: the replica's snapshots changed: %v, were %v", tc.name, got, replica)
+		}
+		if sum, err := treesum.Sum(p.Slave.Mountpoint); err != nil || sum != good {
+			t.Fatalf("%s: the replica is not at its last good snapshot: %s (%v), want %s", tc.name, sum, err, good)
+		}
+		if !p.Slave.Running() {
+			t.Fatalf("%s: the slave agent exited", tc.name)
+		}
+	}
+	hdr := fresh
+	hdr.ID, hdr.EstimatedBytes = 300, uint64(len(incr))
+	if a := f.transfer(t, hdr, incr, false); a.Error != "" || a.ReceivedGUID != fresh.TargetGUID {
+		t.Fatalf("the good incremental: %s %s (guid %d)", a.Code, a.Error, a.ReceivedGUID)
+	}
+	f.sess.Close()
+	start(t, p.Master)
+	writeAndSync(t, p)
+}
+
+// snapshotList lists a dataset's snapshots, oldest first.
+func snapshotList(t *testing.T, dataset string) []string {
+	t.Helper()
+	var names []string
+	for _, l := range strings.Split(zfsOut(t, "list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg", "-r", dataset), "\n") {
+		if strings.HasPrefix(l, dataset+"@") {
+			names = append(names, l)
+		}
+	}
+	return names
+}
+
+func short(snap string) string { return snap[strings.IndexByte(snap, '@')+1:] }
