@@ -11,15 +11,15 @@ import (
 // schema without a line here fails that test, so its type is thought about.
 var keyTypes = map[string]string{
 	"node.name": "name", "peer.name": "name",
-	"node.listen": "address", "node.status": "address", "peer.address": "address",
+	"node.listen": "address", "node.status": "address", "peer.address": "address", "peer.status": "address",
 	"peer.fingerprint": "fingerprint",
-	"tls.cert":         "path", "tls.key": "path", "admin.token_file": "path",
+	"tls.cert":         "path", "tls.key": "path", "admin.token_file": "path", "admin.socket": "path",
 	datasetKind + ".zfs":       "dataset",
 	datasetKind + ".vip":       "cidr",
 	datasetKind + ".interface": "interface",
 	datasetKind + ".start":     "command", datasetKind + ".stop": "command", datasetKind + ".check": "command",
 	"snapshot.min_interval": "duration", "notify.interval": "duration",
-	"failover.heartbeat": "duration", "failover.timeout": "duration",
+	"failover.heartbeat": "duration", "failover.timeout": "duration", "replication.lag_threshold": "duration",
 	"snapshot.retention":    "retention",
 	"replication.bandwidth": "size",
 	"notify.mode":           "enum", "state.role": "enum",
