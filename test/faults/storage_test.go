@@ -17,9 +17,10 @@ import (
 )
 
 // TestMasterPoolFull: another dataset fills the master's pool. Writes the
-// file system refuses are not acknowledged; the agents keep running and
-// every acknowledged write reaches the replica; once space is freed, new
-// writes replicate again. (test/e2e has the slave's pool full.)
+// file system refuses are not acknowledged; writes that still fit cannot be
+// snapshotted, which the master reports (out of space) while it keeps
+// running and retrying; once space is freed every acknowledged write
+// reaches the replica. (test/e2e has the slave's pool full.)
 func TestMasterPoolFull(t *testing.T) {
 	p := newPair(t, agentpair.Options{MasterPoolSize: 64 << 20}) // zfs-fuse's smallest pool: ~27 MiB usable
 	l := ackcheck.New(p.Master.Mountpoint, "w")
@@ -33,8 +34,7 @@ func TestMasterPoolFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mark := p.Master.Log.Len()
-	n, err := fill(filler.Mountpoint, 1<<20, 200)
+	n, err := fill(filler.Mountpoint, "fill", 1<<20, 200)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("filling the pool: %d MiB written, then %v; want ENOSPC", n, err)
 	}
@@ -42,7 +42,7 @@ func TestMasterPoolFull(t *testing.T) {
 	// Small writes into the full pool: some may still fit in the slop.
 	refused := 0
 	for range 20 {
-		if _, err := l.Write(64 << 10); err != nil {
+		if _, err := l.Write(8 << 10); err != nil {
 			refused++
 		}
 	}
@@ -50,11 +50,36 @@ func TestMasterPoolFull(t *testing.T) {
 	if refused == 0 {
 		t.Fatal("no write was refused: the pool was not full")
 	}
-	// The agent goes on: it snapshots what was acknowledged (or reports that
-	// it cannot) and the replica follows.
-	waitSame(t, p, syncTimeout)
-	snapFails := p.Master.Log.Count(mark, msg("snapshot failed"))
-	t.Logf("master logged %d failed snapshots while full", snapFails)
+	// Acknowledged writes that cannot be snapshotted: with the master
+	// stopped, free a MiB, write into it, and fill the pool again. ZFS
+	// cannot snapshot them while the pool is full: the restarted master
+	// reports it and retries; they replicate once space is back.
+	if err := p.Master.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(filler.Mountpoint, "fill0000")); err != nil {
+		t.Fatal(err)
+	}
+	pending := 0
+	for deadline := time.Now().Add(syncTimeout); pending < 4; {
+		if _, err := l.Write(8 << 10); err == nil {
+			pending++
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no write fits after freeing a MiB: %v", err)
+		} else {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if _, err := fill(filler.Mountpoint, "refill", 16<<10, 1000); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the pool again: %v, want ENOSPC", err)
+	}
+	mark := p.Master.Log.Len()
+	start(t, p.Master)
+	r := waitRecord(t, p.Master, mark, syncTimeout, "the master's out-of-space report", func(r agentpair.Record) bool {
+		return r.Msg() == "snapshot failed" && strings.Contains(r.Str("err"), "out of space")
+	})
+	t.Logf("%d acknowledged writes pending; master: %s: %s (retry in %v)", pending, r.Msg(), r.Str("err"), time.Duration(r.Num("retry_in")))
+	t.Logf("master logged %d failed snapshots while full", p.Master.Log.Count(mark, msg("snapshot failed")))
 	for _, n := range p.Nodes() {
 		if !n.Running() {
 			t.Fatalf("%s: agent exited over the full pool", n.Name)
@@ -82,15 +107,16 @@ func TestMasterPoolFull(t *testing.T) {
 	account(t, l, p)
 }
 
-// fill writes files of size bytes into dir until the file system refuses
-// one (at most max files) and returns how many fit and the error.
-func fill(dir string, size, max int) (int, error) {
+// fill writes files PREFIXNNNN of size bytes into dir until the file
+// system refuses one (at most max files) and returns how many fit and the
+// error.
+func fill(dir, prefix string, size, max int) (int, error) {
 	buf := make([]byte, size)
 	for i := range buf {
 		buf[i] = byte(i*7 + i>>8) // not all zeros: zfs-fuse compresses nothing, but be sure
 	}
 	for i := range max {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("fill%04d", i)))
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s%04d", prefix, i)))
 		if err != nil {
 			return i, err
 		}
