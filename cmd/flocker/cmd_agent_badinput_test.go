@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/flockerha/flocker/agent/config"
 )
 
 // recordingZFS writes a zfs (and zpool) stand-in that records that it ran
@@ -65,9 +67,9 @@ func TestAgentRefusesDangerousNamesBeforeExec(t *testing.T) {
 	})
 }
 
-// TestAgentMissingFiles: a missing config, certificate or key stops the
-// agent with an error naming the file (and for the credentials the config
-// line that names them); nothing runs.
+// TestAgentMissingFiles: a missing config, certificate, key or admin token
+// file stops the agent with an error naming the file (and for the others
+// the config key that names it); nothing runs.
 func TestAgentMissingFiles(t *testing.T) {
 	a, b := twoNodes(t)
 	if code, _, stderr := runCLI(t, "trust", "--config", a.config, b.fingerprint); code != exitOK {
@@ -93,6 +95,14 @@ func TestAgentMissingFiles(t *testing.T) {
 		if code != exitFail || !strings.Contains(stderr, f.key) || !strings.Contains(stderr, f.path+": no such file") {
 			t.Errorf("missing %s: exit %d\n%s", f.key, code, stderr)
 		}
+	}
+	// An admin token file that is not there.
+	token := filepath.Join(a.dir, "gone.token")
+	if err := config.SetKeys(a.config, "admin", "token_file", token); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := agent(a.config); code != exitFail || !strings.Contains(stderr, "[admin] token_file") || !strings.Contains(stderr, token+": no such file") {
+		t.Errorf("missing token file: exit %d\n%s", code, stderr)
 	}
 	if ran, err := os.ReadFile(marker); err == nil {
 		t.Errorf("zfs ran: %s", ran)
