@@ -437,7 +437,10 @@ func TestHostileIncrementalsKeepTheReplica(t *testing.T) {
 	if len(replica) < 2 {
 		t.Fatalf("replica holds %v, want at least two snapshots", replica)
 	}
-	good, err := treesum.Sum(p.Slave.Mountpoint)
+	// The stopped master's content is what the replica holds (WaitSame);
+	// the replica itself may be between an unmount and a mount (zfs-fuse
+	// remounts it after each incremental).
+	good, err := treesum.Sum(p.Master.Mountpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,14 +497,26 @@ func TestHostileIncrementalsKeepTheReplica(t *testing.T) {
 			t.Fatalf("%s: acknowledged as received (guid %d)", tc.name, a.ReceivedGUID)
 		}
 		t.Logf("%s: slave answered %s: %.200s", tc.name, a.Code, a.Error)
+		logged := waitRecord(t, p.Slave, 0, 10*time.Second, "a logged refusal or failure", func(r agentpair.Record) bool {
+			return (r.Msg() == "receive failed" || r.Msg() == "refused transfer") && uint64(r.Num("id")) == a.ID
+		})
+		if logged.Str("reason")+logged.Str("err") == "" {
+			t.Errorf("%s: the slave's %q record gives no reason", tc.name, logged.Msg())
+		}
 		if !slices.Contains(tc.codes, a.Code) {
 			t.Errorf("%s: code %q, want one of %v", tc.name, a.Code, tc.codes)
 		}
 		if got := snapshotList(t, p.Slave.Dataset); !slices.Equal(got, replica) {
 			t.Fatalf("%s: the replica's snapshots changed: %v, were %v", tc.name, got, replica)
 		}
-		if sum, err := treesum.Sum(p.Slave.Mountpoint); err != nil || sum != good {
-			t.Fatalf("%s: the replica is not at its last good snapshot: %s (%v), want %s", tc.name, sum, err, good)
+		var sum string
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if sum, err = treesum.Sum(p.Slave.Mountpoint); err == nil && sum == good {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the replica is not at its last good snapshot: %s (%v), want %s", tc.name, sum, err, good)
+			}
 		}
 		if !p.Slave.Running() {
 			t.Fatalf("%s: the slave agent exited", tc.name)
