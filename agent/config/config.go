@@ -54,6 +54,16 @@ const (
 	// jitter declares a live peer dead, and a needless failover (the service
 	// restarts on the other host) costs more than a slightly slower one.
 	MinTimeoutHeartbeats = 3
+	// DefaultDivergence: when both hosts wrote after their last common
+	// snapshot, the side promoted later keeps its history (it is where
+	// clients were sent last); the other side's writes are stashed, never
+	// destroyed.
+	DefaultDivergence = DivergeNewerEpoch
+	// DefaultCheckFailures: three failed checks in a row (about three
+	// seconds at one check a second) before a master hands over; one slow
+	// or flaky check must not move a service, since a handoff stops it for
+	// a moment on purpose.
+	DefaultCheckFailures = 3
 	// DefaultNotifyMode lets the agent pick the best change-notification tier
 	// this kernel supports.
 	DefaultNotifyMode = NotifyAuto
@@ -91,6 +101,13 @@ const (
 	// `flocker init` writes them.
 	DefaultCert = "node.crt"
 	DefaultKey  = "node.key"
+)
+
+// Divergence policies ([failover] divergence), as snapshot.ParseDivergencePolicy
+// reads them.
+const (
+	DivergeNewerEpoch  = "newer-epoch"
+	DivergeMostChanges = "most-changes"
 )
 
 // MaxNameLen limits node and dataset names: they appear in certificates,
@@ -180,6 +197,10 @@ type Dataset struct {
 	Start     string       `json:"start,omitempty"` // shell command that starts the service
 	Stop      string       `json:"stop,omitempty"`  // shell command that stops it
 	Check     string       `json:"check,omitempty"` // shell command, exit 0 = healthy
+	// ProbePort is the TCP port the service answers on at the floating
+	// address ([dataset] probe = tcp:PORT; 0 when unset): before promoting,
+	// the slave connects to it to tell a dead host from a dead agent.
+	ProbePort uint16 `json:"probe_port,omitempty"`
 }
 
 // Snapshot configures when the agent snapshots and what it keeps.
@@ -212,6 +233,14 @@ type Failover struct {
 	Heartbeat time.Duration `json:"heartbeat"`
 	Timeout   time.Duration `json:"timeout"`
 	Witness   netip.Addr    `json:"witness"` // zero when none
+	// Divergence names the policy that decides between two hosts that both
+	// wrote after their last common snapshot: newer-epoch or most-changes
+	// ("" in a Config built in code: the default).
+	Divergence string `json:"divergence"`
+	// CheckFailures is how many failed checks in a row make a master hand
+	// over to a healthy, current peer (0 in a Config built in code: the
+	// default).
+	CheckFailures int `json:"check_failures"`
 }
 
 // State is what the agent records about itself.
@@ -230,7 +259,7 @@ func defaults() *Config {
 		Admin:       Admin{Socket: DefaultAdminSocket},
 		Replication: Replication{Bandwidth: DefaultBandwidth, LagThreshold: DefaultLagThreshold},
 		Notify:      Notify{Mode: DefaultNotifyMode, Interval: DefaultNotifyInterval},
-		Failover:    Failover{Heartbeat: DefaultHeartbeat, Timeout: DefaultTimeout},
+		Failover:    Failover{Heartbeat: DefaultHeartbeat, Timeout: DefaultTimeout, Divergence: DefaultDivergence, CheckFailures: DefaultCheckFailures},
 		State:       State{Role: DefaultRole},
 	}
 }

@@ -83,10 +83,10 @@ func TestLineAndFile(t *testing.T) {
 		line         int
 	}{
 		{"node", "name", 3},
-		{"failover", "timeout", 45},
-		{"replication", "bandwidth", 37},
-		{`dataset "db.main"`, "interface", 30},
-		{`dataset "db.main"`, "stop", 27}, // absent: the header
+		{"failover", "timeout", 46},
+		{"replication", "bandwidth", 38},
+		{`dataset "db.main"`, "interface", 31},
+		{`dataset "db.main"`, "stop", 28}, // absent: the header
 		{"nosuch", "key", 0},
 	} {
 		if got := c.Line(tc.section, tc.key); got != tc.line {

@@ -109,6 +109,12 @@ var schema = map[string][]field{
 		{"start", func(_ *Config, d *Dataset, v string) error { d.Start = v; return nil }},
 		{"stop", func(_ *Config, d *Dataset, v string) error { d.Stop = v; return nil }},
 		{"check", func(_ *Config, d *Dataset, v string) error { d.Check = v; return nil }},
+		{"probe", func(_ *Config, d *Dataset, v string) (err error) {
+			if v != "" {
+				d.ProbePort, err = ParseProbe(v)
+			}
+			return
+		}},
 	},
 	"snapshot": {
 		{"min_interval", func(c *Config, _ *Dataset, v string) (err error) {
@@ -150,6 +156,14 @@ var schema = map[string][]field{
 			if v != "" {
 				c.Failover.Witness, err = ParseIP(v)
 			}
+			return
+		}},
+		{"divergence", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Failover.Divergence, err = parseDivergence(v)
+			return
+		}},
+		{"check_failures", func(c *Config, _ *Dataset, v string) (err error) {
+			c.Failover.CheckFailures, err = parseCount(v)
 			return
 		}},
 	},

@@ -72,6 +72,9 @@ func (c *Config) validate() Problems {
 		if d.Interface != "" && !d.VIP.IsValid() && !k.bad(sec, "vip") {
 			k.add(sec, "interface", "set without vip: it names where the floating address goes")
 		}
+		if d.ProbePort != 0 && !d.VIP.IsValid() && !k.bad(sec, "vip") {
+			k.add(sec, "probe", "set without vip: the service is probed on the floating address")
+		}
 		if d.ZFS != "" {
 			if other, dup := zfsOwner[d.ZFS]; dup {
 				k.add(sec, "zfs", "%s is also the dataset of [%s]", d.ZFS, other)
@@ -105,6 +108,14 @@ func (c *Config) validate() Problems {
 		}
 		k.add("failover", key, "timeout %v is less than %d x heartbeat (%v): a single lost heartbeat and some jitter would fail over from a live peer",
 			to, MinTimeoutHeartbeats, hb)
+	}
+	if n := c.Failover.CheckFailures; n < 0 {
+		k.add("failover", "check_failures", "must be at least 1, not %d", n)
+	}
+	if d := c.Failover.Divergence; d != "" && !k.bad("failover", "divergence") {
+		if _, err := parseDivergence(d); err != nil {
+			k.add("failover", "divergence", "%v", err)
+		}
 	}
 	if w := c.Failover.Witness; w.IsValid() && c.Peer.Address.IsValid() && w == c.Peer.Address.Addr() {
 		k.add("failover", "witness", "%s is the peer's address: a witness must be a third host", w)

@@ -215,3 +215,33 @@ func parseUint(s string) (uint64, error) {
 	}
 	return n, nil
 }
+
+// ParseProbe parses a service probe, "tcp:PORT" with PORT 1 to 65535.
+func ParseProbe(s string) (uint16, error) {
+	port, ok := strings.CutPrefix(s, "tcp:")
+	if !ok {
+		return 0, fmt.Errorf("invalid probe %q (want tcp:PORT, e.g. tcp:8080)", s)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 || port[0] == '+' {
+		return 0, fmt.Errorf("invalid probe %q: port must be 1 to 65535", s)
+	}
+	return uint16(n), nil
+}
+
+func parseDivergence(s string) (string, error) {
+	switch s {
+	case DivergeNewerEpoch, DivergeMostChanges:
+		return s, nil
+	}
+	return "", fmt.Errorf("invalid divergence policy %q (want %s or %s)", s, DivergeNewerEpoch, DivergeMostChanges)
+}
+
+// parseCount parses a whole number of at least 1.
+func parseCount(s string) (int, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 || s[0] == '+' {
+		return 0, fmt.Errorf("invalid count %q (want a whole number from 1 to 65535)", s)
+	}
+	return int(n), nil
+}
