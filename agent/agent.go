@@ -38,6 +38,11 @@ type Options struct {
 	// ZFSTimeout bounds each zfs command that is not a stream (default
 	// DefaultZFSTimeout).
 	ZFSTimeout time.Duration
+	// Children lists the stashes (CLIChildren); without it Stashes fails.
+	Children childLister
+	// StatePath is the file whose [state] records role and epoch before
+	// any failover effect; default the file the Config was loaded from.
+	StatePath string
 }
 
 // Agent runs every [dataset] of one node, as master or slave per [state]
@@ -51,23 +56,34 @@ type Options struct {
 // it from one listing at start.
 type Agent struct {
 	opts Options
+	raw  ZFS // opts.ZFS before the timeout wrapper (stash, head)
 	cfg  *config.Config
 	log  *slog.Logger
 
 	ids     atomic.Uint64
-	masters map[string]*master // by logical name
-	slaves  map[string]*slave
-	byZFS   map[string]*master // by ZFS dataset: the notifier's key
+	tier    NotifierStatus
+	runners map[string]*runner // by logical name; fixed after New
+	order   []*runner          // config order
+	byZFS   map[string]*runner // by ZFS dataset: the notifier's key
+	fo      *supervisor
 
 	sess   *transport.Session
+	runCtx context.Context // the loops' parent, cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	peer    PeerStatus
-	peerC   *transport.Conn
-	started bool
-	closed  bool
+	mu    sync.Mutex
+	role  config.Role // persisted role and epoch (what Hello and heartbeats claim)
+	epoch uint64
+	peer  PeerStatus
+	peerC *transport.Conn
+	// The peer's role and epoch as its heartbeats last said, for the
+	// master loops (they replicate only to a slave).
+	peerRole  transport.Role
+	peerEpoch uint64
+	peerHeard bool
+	started   bool
+	closed    bool
 }
 
 // New checks the options; nothing runs until Start.
@@ -82,6 +98,8 @@ func New(opts Options) (*Agent, error) {
 		return nil, errors.New("agent: no logger")
 	case c.State.Role == config.RoleMaster && opts.Notifier == nil:
 		return nil, errors.New("agent: a master needs a notifier")
+	case c.File() == "" && opts.StatePath == "":
+		return nil, errors.New("agent: no state path: role and epoch must be persisted before any failover effect")
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -89,37 +107,59 @@ func New(opts Options) (*Agent, error) {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	// Stashing and reading a head need more of the adapter than the
+	// loops; they use it unwrapped.
+	raw := opts.ZFS
 	opts.ZFS = withTimeout(opts.ZFS, opts.ZFSTimeout)
+	var err error
 	a := &Agent{
+		raw:     raw,
 		opts:    opts,
 		cfg:     c,
 		log:     opts.Logger.With("node", c.Node.Name),
-		masters: map[string]*master{},
-		slaves:  map[string]*slave{},
-		byZFS:   map[string]*master{},
+		runners: map[string]*runner{},
+		byZFS:   map[string]*runner{},
 		peer:    PeerStatus{Name: c.Peer.Name},
+		role:    c.State.Role,
+		epoch:   c.State.Epoch,
 	}
-	tier := NotifierStatus{Refused: opts.Refused}
+	a.tier = NotifierStatus{Refused: opts.Refused}
 	if opts.Notifier != nil {
-		tier.Tier = opts.Notifier.Tier()
+		a.tier.Tier = opts.Notifier.Tier()
 	}
 	for _, d := range c.Datasets {
 		dc := datasetConfig{
-			name: d.Name, zfs: d.ZFS, peer: c.Peer.Name, epoch: c.State.Epoch,
+			node: c.Node.Name, name: d.Name, zfs: d.ZFS, peer: c.Peer.Name, epoch: c.State.Epoch,
 			minGap: c.Snapshot.MinInterval, retention: c.Snapshot.Retention, bandwidth: c.Replication.Bandwidth,
 			features:     opts.Dialect.Features,
 			receiveProps: opts.Dialect.Features.ReceiveProperties,
 			zfsFuse:      opts.Dialect.Name == snapshot.DialectZFSFuse,
 			observer:     opts.Observer,
 		}
-		if c.State.Role == config.RoleMaster {
-			m := newMaster(dc, opts.ZFS, tier, &a.ids, a.log)
-			a.masters[d.Name], a.byZFS[d.ZFS] = m, m
-		} else {
-			a.slaves[d.Name] = newSlave(dc, opts.ZFS, a.log)
+		if c.Failover.Divergence != "" {
+			if dc.policy, err = snapshot.ParseDivergencePolicy(c.Failover.Divergence); err != nil {
+				return nil, fmt.Errorf("agent: %w", err)
+			}
 		}
+		dc.diverged = a.reportDivergence
+		r := &runner{ds: d, cfg: dc, last: &board{}}
+		r.last.publish(DatasetStatus{Name: d.Name, ZFS: d.ZFS, Role: string(c.State.Role)}, nil)
+		a.runners[d.Name], a.byZFS[d.ZFS] = r, r
+		a.order = append(a.order, r)
 	}
+	fo, err := newSupervisor(a)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.fo = fo
 	return a, nil
+}
+
+// roleEpoch returns the persisted role and epoch.
+func (a *Agent) roleEpoch() (config.Role, uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.role, a.epoch
 }
 
 // Start reads each dataset's state from ZFS (one listing each), starts
@@ -134,36 +174,36 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.started = true
 	a.mu.Unlock()
 
-	now := time.Now()
-	for _, m := range a.masters {
-		if err := m.init(ctx, now); err != nil {
-			return err
-		}
-	}
-	for _, s := range a.slaves {
-		if err := s.init(ctx); err != nil {
-			return err
-		}
-	}
-	for _, m := range a.masters {
-		mp, mounted, err := a.opts.ZFS.Mountpoint(ctx, m.cfg.zfs)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.runCtx, a.cancel = ctx, cancel
+	defer func() {
 		if err != nil {
-			return fmt.Errorf("dataset %s: %w", m.cfg.name, err)
+			cancel()
+			for _, r := range a.order {
+				a.stopLoop(r)
+			}
+			a.fo.close()
 		}
-		if !mounted {
-			return fmt.Errorf("dataset %s: %s is not mounted: the master serves it from its mountpoint", m.cfg.name, m.cfg.zfs)
+	}()
+	// A slave follows at once; a master starts fenced, without loops: it
+	// serves again once it hears the peer as slave (or confirms it dead).
+	if a.cfg.State.Role == config.RoleSlave {
+		if err := a.reconcile(ctx, false, false); err != nil {
+			return err
 		}
-		if err := a.opts.Notifier.Add(ctx, Target{Name: m.cfg.zfs, Mountpoint: mp}); err != nil {
-			return fmt.Errorf("dataset %s: watching %s with the %s tier: %w", m.cfg.name, mp, a.opts.Notifier.Tier(), err)
-		}
+	}
+	if err := a.fo.prepare(ctx); err != nil {
+		return err
 	}
 
 	tc := a.opts.Transport
 	tc.Node, tc.Cert, tc.Peer, tc.PeerFingerprint = a.cfg.Node.Name, a.opts.Cert, a.cfg.Peer.Name, a.cfg.Peer.Fingerprint
 	tc.ListenAddr = a.cfg.Node.Listen.String()
 	tc.Logger = a.opts.Logger
-	role, epoch := transport.Role(a.cfg.State.Role), a.cfg.State.Epoch
-	tc.LocalState = func() (transport.Role, uint64) { return role, epoch }
+	tc.LocalState = func() (transport.Role, uint64) {
+		role, epoch := a.roleEpoch()
+		return transport.Role(role), epoch
+	}
 	sess, err := transport.NewSession(transport.SessionConfig{Config: tc, PeerAddr: a.cfg.Peer.Address.String()})
 	if err != nil {
 		return err
@@ -173,14 +213,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.sess = sess
 
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	a.cancel = cancel
-	for _, m := range a.masters {
-		a.wg.Go(func() { m.run(ctx) })
-	}
-	for _, s := range a.slaves {
-		a.wg.Go(func() { s.run(ctx) })
-	}
+	a.fo.start(ctx)
 	if a.opts.Notifier != nil {
 		a.wg.Go(func() { a.routeChanges(ctx) })
 	}
@@ -214,10 +247,19 @@ func (a *Agent) Close() error {
 	if a.cancel != nil {
 		a.cancel()
 	}
+	if started {
+		a.fo.wait()
+		for _, r := range a.order {
+			a.stopLoop(r)
+		}
+	}
 	if a.opts.Notifier != nil && started {
 		errs = append(errs, a.opts.Notifier.Close())
 	}
 	a.wg.Wait()
+	if started {
+		errs = append(errs, a.fo.close())
+	}
 	if a.sess != nil {
 		errs = append(errs, a.sess.Close())
 	}
@@ -230,16 +272,14 @@ func (a *Agent) Status() Status {
 	now := time.Now()
 	a.mu.Lock()
 	st := Status{
-		Node: a.cfg.Node.Name, Role: string(a.cfg.State.Role), Epoch: a.cfg.State.Epoch,
+		Node: a.cfg.Node.Name, Role: string(a.role), Epoch: a.epoch,
 		Dialect: a.opts.Dialect.Name, Peer: a.peer,
 	}
 	a.mu.Unlock()
-	for _, d := range a.cfg.Datasets {
-		if m := a.masters[d.Name]; m != nil {
-			st.Datasets = append(st.Datasets, m.board.read(now))
-		} else if s := a.slaves[d.Name]; s != nil {
-			st.Datasets = append(st.Datasets, s.board.read(now))
-		}
+	fs := a.fo.status()
+	st.Failover = &fs
+	for _, r := range a.order {
+		st.Datasets = append(st.Datasets, r.board().read(now))
 	}
 	return st.clone()
 }
@@ -248,12 +288,16 @@ func (a *Agent) Status() Status {
 func (a *Agent) routeChanges(ctx context.Context) {
 	for ch := range a.opts.Notifier.Changes() {
 		a.opts.Observer.Changed(ch.Tier)
-		m := a.byZFS[ch.Dataset]
-		if m == nil {
+		r := a.byZFS[ch.Dataset]
+		if r == nil {
 			a.log.Warn("change for an unknown dataset", "dataset", ch.Dataset, "tier", ch.Tier)
 			continue
 		}
-		if !post(ctx, m.events, evChange{at: ch.Time}) {
+		m, _ := r.loops()
+		if m == nil {
+			continue // demoted since: nothing to snapshot here
+		}
+		if !post(ctx, m.events, evChange{at: ch.Time}) && ctx.Err() != nil {
 			return
 		}
 	}
@@ -261,20 +305,16 @@ func (a *Agent) routeChanges(ctx context.Context) {
 
 // broadcast posts ev to every dataset loop.
 func (a *Agent) broadcast(ctx context.Context, ev any) {
-	for _, m := range a.masters {
-		post(ctx, m.events, ev)
-	}
-	for _, s := range a.slaves {
-		post(ctx, s.events, ev)
+	for _, r := range a.order {
+		if in := r.inbox(); in != nil {
+			post(ctx, in, ev)
+		}
 	}
 }
 
 func (a *Agent) inbox(dataset string) chan any {
-	if m := a.masters[dataset]; m != nil {
-		return m.events
-	}
-	if s := a.slaves[dataset]; s != nil {
-		return s.events
+	if r := a.runners[dataset]; r != nil {
+		return r.inbox()
 	}
 	return nil
 }
@@ -294,11 +334,15 @@ func (a *Agent) watchConns(ctx context.Context) {
 		a.mu.Lock()
 		a.peerC = c
 		a.peer = PeerStatus{Name: a.cfg.Peer.Name, Connected: true, Since: time.Now(), Role: string(hello.Role), Epoch: hello.Epoch, LastError: a.peer.LastError}
+		if !a.peerHeard {
+			a.peerRole, a.peerEpoch = hello.Role, hello.Epoch
+		}
 		a.mu.Unlock()
 		a.log.Info("peer connected", "peer", hello.Node, "peer_role", hello.Role, "peer_epoch", hello.Epoch)
 		a.broadcast(ctx, evConnUp{c})
 		a.wg.Go(func() { a.readMessages(ctx, c) })
 		a.wg.Go(func() { a.acceptTransfers(ctx, c) })
+		a.wg.Go(func() { a.fo.receiveHeartbeats(ctx, c) })
 		a.wg.Go(func() {
 			select {
 			case <-c.Done():
@@ -331,6 +375,9 @@ func (a *Agent) readMessages(ctx context.Context, c *transport.Conn) {
 			ds, ev = m.Dataset, evAck{c, m}
 		case *transport.TransferDone:
 			ds, ev = m.Dataset, evDone{c, m}
+		case *transport.Handoff:
+			a.fo.handoffOffered(ctx, m.Epoch)
+			continue
 		case *transport.Error:
 			a.log.Warn("peer reported an error", "code", m.Code, "message", m.Message)
 			a.mu.Lock()
@@ -340,12 +387,15 @@ func (a *Agent) readMessages(ctx context.Context, c *transport.Conn) {
 		default:
 			continue
 		}
-		in := a.inbox(ds)
-		if in == nil {
+		if a.runners[ds] == nil {
 			a.log.Warn("peer sent a message about a dataset this node does not protect", "dataset", ds, "type", msg.Type())
 			continue
 		}
-		if !post(ctx, in, ev) {
+		in := a.inbox(ds)
+		if in == nil {
+			continue // no loop runs (a fenced master): nothing to tell
+		}
+		if !post(ctx, in, ev) && ctx.Err() != nil {
 			return
 		}
 	}
@@ -360,10 +410,14 @@ func (a *Agent) acceptTransfers(ctx context.Context, c *transport.Conn) {
 			return
 		}
 		hdr := t.Header()
-		s := a.slaves[hdr.Dataset]
+		var s *slave
+		var m *master
+		if r := a.runners[hdr.Dataset]; r != nil {
+			m, s = r.loops()
+		}
 		if s == nil {
 			reason := fmt.Sprintf("%s does not receive dataset %q here", a.cfg.Node.Name, hdr.Dataset)
-			if a.masters[hdr.Dataset] != nil {
+			if m != nil {
 				reason = fmt.Sprintf("%s is master of %q: it sends, it does not receive", a.cfg.Node.Name, hdr.Dataset)
 			}
 			a.log.Warn("refused transfer", "dataset", hdr.Dataset, "id", hdr.ID, "reason", reason)

@@ -19,7 +19,17 @@ type (
 	evChange   struct{ at time.Time }
 	evConnUp   struct{ c *transport.Conn }
 	evConnDown struct{ c *transport.Conn }
-	evList     struct {
+	// evPeerRole: the peer's heartbeats report a new role or epoch.
+	evPeerRole struct {
+		role  transport.Role
+		epoch uint64
+	}
+	// evSync: take a final snapshot and answer once the peer holds it.
+	evSync struct {
+		at    time.Time
+		reply chan error
+	}
+	evList struct {
 		c *transport.Conn
 		m *transport.SnapshotList
 	}

@@ -33,6 +33,7 @@ type masterZFS interface {
 }
 
 type datasetConfig struct {
+	node      string // this node's name (divergence tie-break)
 	name      string // logical name
 	zfs       string // this node's dataset
 	peer      string // the peer's node name, for messages
@@ -46,6 +47,9 @@ type datasetConfig struct {
 	receiveProps bool
 	zfsFuse      bool // the dialect's quirks (see slave.readonlyOn)
 	observer     Observer
+	// policy decides divergences, reported through diverged (failover).
+	policy   snapshot.DivergencePolicy
+	diverged func(context.Context, divergence)
 }
 
 // master replicates one dataset to the peer. Its loop owns all of its state;
@@ -84,6 +88,9 @@ type master struct {
 	pruneDue    bool
 	lastPrune   time.Time
 	conflict    string
+	snapAt      time.Time // when the newest snapshot of this loop was taken
+	syncs       []evSync  // planned handoff: waiting for a final snapshot to reach the peer
+	divKey      string    // the divergence last planned (our newest/peer's newest)
 
 	st DatasetStatus
 }
@@ -245,9 +252,18 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 		m.conn, m.connAt, m.peerKnown, m.peer, m.peerToken = ev.c, now, false, nil, ""
 		m.peerRole, m.peerEpoch = ev.c.Peer().Role, ev.c.Peer().Epoch
 		// The peer's view of our snapshots, for its status.
-		if err := sendMsg(ctx, ev.c, &transport.SnapshotList{Dataset: m.cfg.name, Snapshots: toWire(m.wireList())}); err != nil {
-			m.log.Warn("sending snapshot list failed", "err", err)
+		m.sendList(ctx)
+	case evPeerRole:
+		m.peerRole, m.peerEpoch = ev.role, ev.epoch
+		if ev.role == transport.RoleSlave && m.conn != nil {
+			// A peer that just became slave plans its divergence from our list.
+			m.sendList(ctx)
 		}
+	case evSync:
+		// A final snapshot now, whatever the notifier saw.
+		m.trig.Change(now)
+		ev.at = now
+		m.syncs = append(m.syncs, ev)
 	case evConnDown:
 		if ev.c != m.conn {
 			return
@@ -265,6 +281,7 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 		m.peerKnown = true
 		m.st.NewestPeer = ref(newest(m.peer))
 		m.st.Snapshots.Peer = len(m.peer)
+		m.checkDivergence(ctx)
 	case evAck:
 		m.ack(ev, now)
 	case evSent:
@@ -272,6 +289,39 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 	case evDone, evTransfer:
 		// Only a slave receives transfers; the agent refuses them before
 		// they get here.
+	}
+}
+
+func (m *master) sendList(ctx context.Context) {
+	if err := sendMsg(ctx, m.conn, &transport.SnapshotList{Dataset: m.cfg.name, Snapshots: toWire(m.wireList())}); err != nil {
+		m.log.Warn("sending snapshot list failed", "err", err)
+	}
+}
+
+// checkDivergence runs the divergence planner when the slave holds
+// snapshots we lack: both sides wrote after their common snapshot. The
+// slave runs it too, with the sides swapped; the loser stashes. We send
+// our list so that the slave has it to plan with.
+func (m *master) checkDivergence(ctx context.Context) {
+	if !divergedFrom(m.peer, m.local) {
+		m.divKey = ""
+		return
+	}
+	key := fmt.Sprintf("%d/%d", newest(m.local).GUID, newest(m.peer).GUID)
+	if key == m.divKey {
+		return
+	}
+	m.divKey = key
+	m.sendList(ctx)
+	res := planDivergence(m.cfg, m.local, m.peer, true)
+	if res.Conflict != nil {
+		m.log.Error("divergence needs the operator", "conflict", res.Conflict.Error())
+		return
+	}
+	m.log.Warn("divergence", "winner", res.Winner.String(), "decided_by", res.DecidedBy.String(), "base", res.Base.Local,
+		"ours_after_base", len(res.Local.AfterBase), "peers_after_base", len(res.Peer.AfterBase))
+	if res.Winner == snapshot.SidePeer && m.cfg.diverged != nil {
+		m.cfg.diverged(ctx, divergence{dataset: m.cfg.name, localWins: false, res: res})
 	}
 }
 
@@ -335,8 +385,30 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 			m.prune(ctx, now)
 		}
 	}
+	m.answerSyncs(now)
 	m.publish(now)
 	return wake
+}
+
+// answerSyncs tells the waiting handoffs that the peer holds a snapshot
+// taken after they asked.
+func (m *master) answerSyncs(now time.Time) {
+	if len(m.syncs) == 0 {
+		return
+	}
+	top, peerTop := newest(m.local), newest(m.peer)
+	dirty, _ := m.trig.Dirty()
+	done := top != nil && peerTop != nil && top.GUID == peerTop.GUID && !dirty && m.xfer == nil
+	kept := m.syncs[:0]
+	for _, w := range m.syncs {
+		if done && !m.snapAt.Before(w.at) {
+			w.reply <- nil
+			m.log.Info("peer holds the final snapshot", "snapshot", top.ShortName(), "waited", now.Sub(w.at).Round(time.Millisecond))
+			continue
+		}
+		kept = append(kept, w)
+	}
+	m.syncs = kept
 }
 
 // snapshotWaiting reports a snapshot newer than the transfer in flight.
@@ -374,6 +446,7 @@ func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 		return
 	}
 	m.snapFails, m.snapRetry = 0, time.Time{}
+	m.snapAt = now
 	m.trig.Taken(now)
 	m.seq++
 	s := got[0]

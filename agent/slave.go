@@ -44,6 +44,7 @@ type slave struct {
 	// not tried again before remountRetry.
 	remountBusy  bool
 	remountRetry time.Time
+	divKey       string // the divergence last planned (our newest/peer's newest)
 
 	st DatasetStatus
 }
@@ -176,10 +177,12 @@ func (s *slave) handle(ctx context.Context, ev any, now time.Time) {
 			s.conn = nil
 		}
 	case evList:
-		if n := newest(fromWire(s.cfg.peer+":"+s.cfg.name, ev.m.Snapshots)); n != nil {
+		peer := fromWire(s.cfg.peer+":"+s.cfg.name, ev.m.Snapshots)
+		if n := newest(peer); n != nil {
 			s.st.NewestPeer = ref(n)
 		}
 		s.st.Snapshots.Peer = len(ev.m.Snapshots)
+		s.checkDivergence(ctx, peer)
 	case evDone:
 		if r := s.recv; r != nil && r.c == ev.c && r.hdr.ID == ev.m.ID && ev.m.Error != "" {
 			r.senderErr = ev.m.Error
@@ -188,6 +191,36 @@ func (s *slave) handle(ctx context.Context, ev any, now time.Time) {
 		s.accept(ctx, ev, now)
 	case evReceived:
 		s.received(ctx, ev, now)
+	}
+}
+
+// checkDivergence runs the divergence planner when the replica holds
+// snapshots the master lacks (a former master's writes after it lost the
+// peer): replication from the master cannot go on over them. When the
+// master's history wins and ours has something after the base, the
+// supervisor stashes ours (failover's stash effect); when ours wins, it
+// waits for the master to step down.
+func (s *slave) checkDivergence(ctx context.Context, peer []snapshot.Snapshot) {
+	if s.recv != nil || !divergedFrom(s.local, peer) {
+		s.divKey = ""
+		return
+	}
+	key := fmt.Sprintf("%d/%d", newest(s.local).GUID, newest(peer).GUID)
+	if key == s.divKey {
+		return
+	}
+	s.divKey = key
+	res := planDivergence(s.cfg, s.local, peer, false)
+	if res.Conflict != nil {
+		s.st.Conflict = res.Conflict.Error()
+		s.log.Error("divergence needs the operator", "conflict", res.Conflict.Error())
+		return
+	}
+	s.st.Conflict = fmt.Sprintf("diverged from %s after %s: %s wins (%s)", s.cfg.peer, res.Base.Local, res.Winner, res.DecidedBy)
+	s.log.Warn("divergence", "winner", res.Winner.String(), "decided_by", res.DecidedBy.String(), "base", res.Base.Local,
+		"ours_after_base", len(res.Local.AfterBase), "peers_after_base", len(res.Peer.AfterBase))
+	if s.cfg.diverged != nil && (res.Winner == snapshot.SideLocal || res.RollbackTo != "") {
+		s.cfg.diverged(ctx, divergence{dataset: s.cfg.name, localWins: res.Winner == snapshot.SideLocal, res: res})
 	}
 }
 

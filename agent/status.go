@@ -16,6 +16,40 @@ type Status struct {
 	Dialect  string          `json:"zfs_dialect"`
 	Peer     PeerStatus      `json:"peer"`
 	Datasets []DatasetStatus `json:"datasets"`
+	// Failover is the role machine's view: mode, the peer's and the
+	// witness's liveness, why the last decision was taken.
+	Failover *FailoverStatus `json:"failover,omitempty"`
+}
+
+// FailoverStatus is what the failure detector and the role machine hold.
+type FailoverStatus struct {
+	// Mode refines the role: standby or peer-agent-lost (slave); serving,
+	// fenced or handing-off (master).
+	Mode string `json:"mode"`
+	// PeerLiveness is the detector's verdict on the peer's heartbeats:
+	// unknown, alive, suspect or dead.
+	PeerLiveness string `json:"peer_liveness"`
+	// PeerAgentLost: the peer's agent is silent but its host or service
+	// still answers; this node waits instead of taking over.
+	PeerAgentLost bool   `json:"peer_agent_lost"`
+	PeerRole      string `json:"peer_role,omitempty"`
+	PeerEpoch     uint64 `json:"peer_epoch,omitempty"`
+	// PeerHealthy: every dataset of the peer is healthy as its heartbeat
+	// says (a master: serving and its check passes).
+	PeerHealthy bool `json:"peer_healthy"`
+	// PeerServingAt is when the peer was first heard serving at its
+	// current epoch (zero while it does not).
+	PeerServingAt time.Time `json:"peer_serving_at"`
+	// LastHeard is when the peer's last heartbeat arrived.
+	LastHeard time.Time `json:"last_heard"`
+	Witness   string    `json:"witness,omitempty"` // its liveness; empty without a witness
+	// Note says why the last decision was taken.
+	Note   string    `json:"note,omitempty"`
+	NoteAt time.Time `json:"note_at"`
+	// Pending lists effects that failed and are retried.
+	Pending string `json:"pending,omitempty"`
+	// Stashes are divergent copies kept on this node.
+	Stashes []Stash `json:"stashes,omitempty"`
 }
 
 // PeerStatus is the connection to the other node.
@@ -180,6 +214,11 @@ func (s Status) clone() Status {
 	if s.Peer.LastError != nil {
 		c := *s.Peer.LastError
 		s.Peer.LastError = &c
+	}
+	if s.Failover != nil {
+		c := *s.Failover
+		c.Stashes = slices.Clone(c.Stashes)
+		s.Failover = &c
 	}
 	return s
 }

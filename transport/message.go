@@ -19,6 +19,7 @@ const (
 	TypeAck           MsgType = 5
 	TypeError         MsgType = 6
 	TypeHeartbeat     MsgType = 7
+	TypeHandoff       MsgType = 8
 )
 
 // newMessage is the decoding table: adding a message type is a struct with
@@ -31,6 +32,7 @@ var newMessage = map[MsgType]func() Message{
 	TypeAck:           func() Message { return new(Ack) },
 	TypeError:         func() Message { return new(Error) },
 	TypeHeartbeat:     func() Message { return new(Heartbeat) },
+	TypeHandoff:       func() Message { return new(Handoff) },
 }
 
 func (t MsgType) String() string {
@@ -49,6 +51,8 @@ func (t MsgType) String() string {
 		return "error"
 	case TypeHeartbeat:
 		return "heartbeat"
+	case TypeHandoff:
+		return "handoff"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -178,6 +182,22 @@ type DatasetHeartbeat struct {
 	Dataset    string `json:"dataset"`
 	NewestGUID uint64 `json:"newest_guid,omitempty"` // 0: no snapshot yet
 	Healthy    bool   `json:"healthy"`               // the dataset's check passes
+}
+
+// Handoff is a master's offer of a planned switchover (issue 5): it has
+// stopped serving and replicated its last changes; the receiver promotes
+// itself at Epoch, and the offering master demotes when it hears that.
+type Handoff struct {
+	Epoch uint64 `json:"epoch"`
+}
+
+func (Handoff) Type() MsgType { return TypeHandoff }
+
+func (m Handoff) Validate() error {
+	if m.Epoch == 0 {
+		return fieldError("epoch", "missing")
+	}
+	return nil
 }
 
 func (Hello) Type() MsgType         { return TypeHello }

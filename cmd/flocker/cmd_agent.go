@@ -77,6 +77,7 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 		Config: c, Cert: cert, ZFS: z, Dialect: dialect, Notifier: notifier, Refused: refused, Logger: e.log,
 		Observer:   metrics,
 		ZFSTimeout: zfsTimeout,
+		Children:   agent.CLIChildren{CLI: cli},
 	})
 	if err != nil {
 		if notifier != nil {
@@ -105,16 +106,14 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 	return exitOK
 }
 
-// selectNotifier picks the change-notification tier for a master. A forced
+// selectNotifier picks the change-notification tier. A slave gets one too:
+// failover may promote it at any time. A forced
 // eBPF tier ([notify] mode = fentry, kprobe, tracepoint or block) is loaded
 // as asked, and the agent refuses to start when this kernel refuses it.
 // `auto` runs the timer tier until the tier selection (best tier that loads,
 // the timer beside it as a safety net) lands with the notifier work; fanotify
 // is not built yet.
 func selectNotifier(ctx context.Context, c *config.Config, cli *snapshot.CLI, z agent.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, map[string]string, error) {
-	if c.State.Role != config.RoleMaster {
-		return nil, nil, nil
-	}
 	refused := map[string]string{}
 	switch mode := c.Notify.Mode; mode {
 	case config.NotifyAuto:

@@ -1,0 +1,408 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/failover"
+	"github.com/flockerha/flocker/snapshot"
+	"github.com/flockerha/flocker/transport"
+)
+
+// The Agent is the operator's Controller (served by the admin API) and the
+// failover Executor's Handover and Stasher.
+var (
+	_ Controller        = (*Agent)(nil)
+	_ failover.Replicas = (*Agent)(nil)
+	_ failover.Handover = (*Agent)(nil)
+	_ failover.Stasher  = (*Agent)(nil)
+)
+
+// Handoff timing.
+const (
+	// syncWithin bounds the final snapshot's replication in a handoff: the
+	// service is stopped meanwhile, so a handoff that cannot replicate in
+	// time is aborted and the master serves again.
+	syncWithin = 30 * time.Second
+	// handoffWithin bounds how long Handoff waits for the peer to serve.
+	handoffWithin = time.Minute
+)
+
+// Promote makes this node master. Without force it refuses while the peer
+// is alive and master.
+func (a *Agent) Promote(ctx context.Context, force bool) (RoleResult, error) {
+	d, err := a.fo.request(ctx, failover.Promote{}, force)
+	if err != nil {
+		return RoleResult{}, err
+	}
+	return a.roleResult(d, config.RoleMaster)
+}
+
+// Demote makes this node slave.
+func (a *Agent) Demote(ctx context.Context) (RoleResult, error) {
+	d, err := a.fo.request(ctx, failover.Demote{}, false)
+	if err != nil {
+		return RoleResult{}, err
+	}
+	return a.roleResult(d, config.RoleSlave)
+}
+
+func (a *Agent) roleResult(d failover.Decision, want config.Role) (RoleResult, error) {
+	role, epoch := a.roleEpoch()
+	res := RoleResult{Role: string(role), Epoch: epoch}
+	switch {
+	case d.State.Role != want:
+		return res, fmt.Errorf("refused: %s", d.Note)
+	case role != want:
+		return res, fmt.Errorf("%s, but persisting the role failed (retried): %s", d.Note, a.fo.status().Pending)
+	case a.fo.status().Pending != "":
+		return res, fmt.Errorf("%s, but effects failed and are retried: %s", d.Note, a.fo.status().Pending)
+	}
+	return res, nil
+}
+
+// Handoff is a planned switchover: this master stops its services, drops
+// its addresses, replicates a final snapshot, and offers the next epoch to
+// the peer, which promotes itself; this node demotes when it hears that.
+// It returns when the peer serves (its heartbeat says master at the new
+// epoch and healthy).
+func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
+	start := time.Now()
+	_, epoch := a.roleEpoch()
+	d, err := a.fo.request(ctx, failover.Handoff{}, false)
+	if err != nil {
+		return HandoffResult{}, err
+	}
+	if d.State.Mode != failover.ModeHandingOff {
+		return HandoffResult{}, fmt.Errorf("refused: %s", d.Note)
+	}
+	ctx, cancel := context.WithTimeout(ctx, handoffWithin)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st := a.fo.status()
+		if st.PeerRole == string(config.RoleMaster) && st.PeerEpoch > epoch && st.PeerHealthy {
+			return HandoffResult{NewMaster: a.cfg.Peer.Name, Epoch: st.PeerEpoch, Downtime: st.PeerServingAt.Sub(start)}, nil
+		}
+		if st.Mode == string(failover.ModeServing) {
+			return HandoffResult{}, fmt.Errorf("handoff aborted: %s", st.Note)
+		}
+		select {
+		case <-ctx.Done():
+			return HandoffResult{}, fmt.Errorf("waiting for %s to serve: %w", a.cfg.Peer.Name, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// SyncPeer takes a final snapshot of the dataset and waits until the peer
+// holds it (failover.Handover).
+func (a *Agent) SyncPeer(ctx context.Context, dataset string) error {
+	r := a.runners[dataset]
+	if r == nil {
+		return fmt.Errorf("unknown dataset %q", dataset)
+	}
+	m, _ := r.loops()
+	if m == nil {
+		return fmt.Errorf("dataset %s: no master loop runs to replicate from", dataset)
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncWithin)
+	defer cancel()
+	reply := make(chan error, 1)
+	if !post(ctx, m.events, evSync{reply: reply}) {
+		return fmt.Errorf("dataset %s: final snapshot: %w", dataset, ctx.Err())
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("dataset %s: the peer did not receive the final snapshot within %v", dataset, syncWithin)
+	}
+}
+
+// OfferHandoff offers the peer the epoch (failover.Handover).
+func (a *Agent) OfferHandoff(ctx context.Context, epoch uint64) error {
+	c := a.sess.Conn()
+	if c == nil {
+		return errors.New("offering the handoff: no connection to the peer")
+	}
+	if err := sendMsg(ctx, c, &transport.Handoff{Epoch: epoch}); err != nil {
+		return fmt.Errorf("offering the handoff: %w", err)
+	}
+	a.fo.offered()
+	return nil
+}
+
+// The stash: a divergent copy kept as its own dataset.
+
+// stashParent is where the stashes of a pool live.
+func stashParent(zfs string) string {
+	pool, _, _ := strings.Cut(zfs, "/")
+	return pool + "/flocker-stash"
+}
+
+// stashName is <pool>/flocker-stash/<dataset>-<epoch>-<time>.
+func stashName(zfs, name string, epoch uint64, at time.Time) string {
+	return fmt.Sprintf("%s/%s-%d-%s", stashParent(zfs), name, epoch, at.UTC().Format("20060102T150405Z"))
+}
+
+// stashZFS is what stashing needs beyond the loops' parts.
+type stashZFS interface {
+	Exists(ctx context.Context, name string) (bool, error)
+	CreateDataset(ctx context.Context, name string, opts snapshot.CreateOptions) error
+	Rename(ctx context.Context, from, to string, opts snapshot.RenameOptions) error
+	Clone(ctx context.Context, snapshot, target string, props map[string]string) error
+	Promote(ctx context.Context, clone string) error
+	DestroyDataset(ctx context.Context, name string, opts snapshot.DestroyOptions) error
+}
+
+// childLister lists the file systems directly under a parent.
+type childLister interface {
+	ListChildren(ctx context.Context, parent string) ([]string, error)
+}
+
+// CLIChildren lists children with `zfs list` through the CLI wrapper.
+type CLIChildren struct{ CLI *snapshot.CLI }
+
+// ListChildren implements childLister; a missing parent has none.
+func (c CLIChildren) ListChildren(ctx context.Context, parent string) ([]string, error) {
+	out, err := c.CLI.ZFS(ctx, "list", "-H", "-o", "name", "-t", "filesystem", "-r", "-d", "1", parent)
+	if err != nil {
+		if errors.Is(err, snapshot.ErrNotFound) || strings.Contains(err.Error(), "does not exist") {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var names []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" && l != parent {
+			names = append(names, l)
+		}
+	}
+	return names, nil
+}
+
+// Stash keeps the dataset's history after the divergence base as its own
+// dataset and puts a copy of the base in its place, so that replication
+// from the peer continues incrementally from the base (failover.Stasher).
+// Nothing is destroyed: the dataset is renamed to the stash, the base is
+// cloned back under the dataset's name, and `zfs promote` gives the clone
+// the snapshots up to the base. Repeating it after a success finds the
+// dataset's newest snapshot to be the base and does nothing.
+func (a *Agent) Stash(ctx context.Context, dataset string) error {
+	r := a.runners[dataset]
+	if r == nil {
+		return fmt.Errorf("unknown dataset %q", dataset)
+	}
+	z, ok := a.raw.(stashZFS)
+	if !ok {
+		return errors.New("stash: the ZFS adapter cannot rename, clone or promote")
+	}
+	// The adapter is used unwrapped here: bound the whole stash instead.
+	ctx, cancel := context.WithTimeout(ctx, DefaultZFSTimeout)
+	defer cancel()
+	r.mu.Lock()
+	res, name := r.div, r.stash
+	r.mu.Unlock()
+	if res == nil || res.RollbackTo == "" {
+		return fmt.Errorf("dataset %s: no divergence to stash", dataset)
+	}
+	base := res.RollbackTo // our name for the base
+	a.stopLoop(r)
+	ds := r.ds.ZFS
+	exists, err := z.Exists(ctx, ds)
+	if err != nil {
+		return err
+	}
+	if exists {
+		snaps, err := a.opts.ZFS.ListSnapshots(ctx, ds)
+		if err != nil {
+			return err
+		}
+		sortByTXG(snaps)
+		if top := newest(snaps); top != nil && top.Name == base {
+			return nil // done already
+		}
+		if name == "" {
+			name = stashName(ds, dataset, res.LoserEpoch, time.Now())
+			r.mu.Lock()
+			r.stash = name
+			r.mu.Unlock()
+		}
+		parent := stashParent(ds)
+		if ok, err := z.Exists(ctx, parent); err != nil {
+			return err
+		} else if !ok {
+			if err := z.CreateDataset(ctx, parent, snapshot.CreateOptions{}); err != nil && !errors.Is(err, snapshot.ErrExists) {
+				return fmt.Errorf("creating %s: %w", parent, err)
+			}
+		}
+		if err := z.Rename(ctx, ds, name, snapshot.RenameOptions{}); err != nil {
+			return fmt.Errorf("stashing %s as %s: %w", ds, name, err)
+		}
+		a.log.Warn("divergent history stashed", "dataset", dataset, "stash", name, "base", base)
+	}
+	if name == "" {
+		return fmt.Errorf("dataset %s: %s is gone and no stash is known", dataset, ds)
+	}
+	_, short, _ := strings.Cut(base, "@")
+	if err := z.Clone(ctx, name+"@"+short, ds, map[string]string{"readonly": "on"}); err != nil && !errors.Is(err, snapshot.ErrExists) {
+		return fmt.Errorf("cloning the base %s back to %s: %w", short, ds, err)
+	}
+	if err := z.Promote(ctx, ds); err != nil {
+		return fmt.Errorf("promoting %s: %w", ds, err)
+	}
+	r.mu.Lock()
+	r.div, r.stash = nil, ""
+	r.mu.Unlock()
+	a.fo.noteStash()
+	a.log.Info("dataset reset to the divergence base; replication resumes from it", "dataset", dataset, "base", short, "stash", name)
+	return nil
+}
+
+// Stashes lists the stashes of every protected dataset's pool.
+func (a *Agent) Stashes(ctx context.Context) ([]Stash, error) {
+	if a.opts.Children == nil {
+		return nil, errors.New("stashes: no dataset lister configured")
+	}
+	var out []Stash
+	seen := map[string]bool{}
+	for _, r := range a.order {
+		parent := stashParent(r.ds.ZFS)
+		if seen[parent] {
+			continue
+		}
+		seen[parent] = true
+		names, err := a.opts.Children.ListChildren(ctx, parent)
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", parent, err)
+		}
+		for _, n := range names {
+			out = append(out, a.describeStash(ctx, n))
+		}
+	}
+	slices.SortFunc(out, func(x, y Stash) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
+}
+
+// describeStash parses <dataset>-<epoch>-<time> and reads the size.
+func (a *Agent) describeStash(ctx context.Context, name string) Stash {
+	s := Stash{Name: name}
+	leaf := name[strings.LastIndexByte(name, '/')+1:]
+	parts := strings.Split(leaf, "-")
+	if n := len(parts); n >= 3 {
+		if at, err := time.Parse("20060102T150405Z", parts[n-1]); err == nil {
+			s.Created = at
+		}
+		if e, err := strconv.ParseUint(parts[n-2], 10, 64); err == nil {
+			s.Epoch = e
+		}
+		s.Dataset = strings.Join(parts[:n-2], "-")
+	}
+	if p, err := a.opts.ZFS.GetProperty(ctx, name, "referenced"); err == nil {
+		s.Bytes, _ = p.Uint()
+	}
+	return s
+}
+
+// RemoveStash destroys one stash, named as Stashes lists it.
+func (a *Agent) RemoveStash(ctx context.Context, name string) error {
+	list, err := a.Stashes(ctx)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(list, func(s Stash) bool { return s.Name == name }) {
+		return fmt.Errorf("no stash %q (flocker stash list shows them)", name)
+	}
+	z, ok := a.raw.(stashZFS)
+	if !ok {
+		return errors.New("stash: the ZFS adapter cannot destroy datasets")
+	}
+	if err := z.DestroyDataset(ctx, name, snapshot.DestroyOptions{Recursive: true}); err != nil {
+		return fmt.Errorf("removing stash %s: %w", name, err)
+	}
+	a.log.Info("stash removed", "stash", name)
+	a.fo.noteStash()
+	return nil
+}
+
+// divergence is a loop's report that both sides wrote after their common
+// snapshot, with the policy's decision.
+type divergence struct {
+	dataset   string
+	localWins bool
+	res       snapshot.Resolution
+}
+
+// foDivergence carries it to the supervisor.
+type foDivergence struct {
+	dataset   string
+	localWins bool
+}
+
+// reportDivergence is called by a dataset loop: it keeps the resolution
+// for Stash and tells the supervisor.
+func (a *Agent) reportDivergence(ctx context.Context, d divergence) {
+	r := a.runners[d.dataset]
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.div = &stashPlan{RollbackTo: d.res.RollbackTo, LoserEpoch: d.loserEpoch()}
+	r.mu.Unlock()
+	post(ctx, a.fo.events, foDivergence{dataset: d.dataset, localWins: d.localWins})
+}
+
+// stashPlan is what Stash needs of a resolution.
+type stashPlan struct {
+	RollbackTo string // our name for the base
+	LoserEpoch uint64 // the epoch whose writes the stash holds
+}
+
+func (d divergence) loserEpoch() uint64 {
+	side := d.res.Local
+	if d.localWins {
+		side = d.res.Peer
+	}
+	return newestEpoch(side.AfterBase)
+}
+
+// newestEpoch is the epoch in the newest flocker snapshot name (0: none).
+func newestEpoch(snaps []snapshot.Snapshot) uint64 {
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if n, err := snapshot.ParseFlockerName(snaps[i].ShortName()); err == nil {
+			return n.Epoch
+		}
+	}
+	return 0
+}
+
+// planDivergence runs the divergence planner for a loop: ours against the
+// peer's list. Each side's epoch is the epoch its newest snapshot was taken
+// in (the current epochs are equal by now: the demoted side took the
+// peer's). Heads are unknown here (counted as changed): at worst one stash
+// too many, never a lost write.
+func planDivergence(cfg datasetConfig, local, peer []snapshot.Snapshot, localMaster bool) snapshot.Resolution {
+	return snapshot.PlanDivergence(
+		snapshot.DivergenceSide{Node: cfg.node, Epoch: newestEpoch(local), Master: localMaster, Snapshots: local},
+		snapshot.DivergenceSide{Node: cfg.peer, Epoch: newestEpoch(peer), Master: !localMaster, Snapshots: peer},
+		cfg.policy)
+}
+
+// divergedFrom reports that we hold snapshots after the newest one the
+// peer also holds (and the peer holds some): replication cannot go on
+// without the divergence planner.
+func divergedFrom(local, peer []snapshot.Snapshot) bool {
+	top := newest(local)
+	if top == nil || len(peer) == 0 {
+		return false
+	}
+	return !slices.ContainsFunc(peer, func(s snapshot.Snapshot) bool { return s.GUID == top.GUID })
+}

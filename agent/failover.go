@@ -1,0 +1,608 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/failover"
+	"github.com/flockerha/flocker/transport"
+)
+
+// supervisor wires package failover into the agent: heartbeats in and out,
+// the peer's and the witness's detectors, the role machine, and the
+// executor whose adapters are the agent's datasets, the floating addresses
+// and the services' hooks. One goroutine (loop) owns the detectors and the
+// machine's State; the others only post events to it.
+type supervisor struct {
+	a       *Agent
+	log     *slog.Logger
+	machine failover.Machine
+	timing  failover.Timing
+	clock   *failover.Clock
+	exec    *failover.Executor
+
+	services failover.ServiceSet
+	vips     failover.VIPSet
+	pinger   *failover.Pinger
+	probes   failover.Probes
+	witness  netip.Addr
+	failures int
+
+	events chan any
+	seq    atomic.Uint64
+	wg     sync.WaitGroup
+
+	// Owned by loop.
+	st          failover.State
+	peerDet     *failover.Detector
+	witnessDet  *failover.Detector
+	peerLive    failover.Liveness
+	witnessLive failover.Liveness
+	nextProbe   failover.Instant
+	pending     []failover.Effect
+	retryAt     failover.Instant
+	lastNote    string
+	health      context.CancelFunc // health checks while serving
+	handoffBy   failover.Instant   // an offered handoff is aborted when the peer has not taken it by then
+	offeredAt   bool
+
+	mu      sync.Mutex // guards the copies below, read by status and heartbeats
+	pub     FailoverStatus
+	healthy map[string]bool // last check per dataset (master)
+	serving bool            // master whose takeover effects all succeeded
+}
+
+// Supervisor timing.
+const (
+	// retryEvery: effects that failed are run again after this pause (the
+	// executor already retried each a few times).
+	retryEvery = time.Second
+	// heartbeatSendTimeout bounds one heartbeat send: a send that blocks
+	// (the control-stream fallback under flow control) must not delay the
+	// next one.
+	heartbeatSendTimeout = 50 * time.Millisecond
+	// handoffTake bounds how long the peer may take to promote itself after
+	// our offer (its takeover runs the start hook first; the offer's epoch
+	// shows in its heartbeats once persisted, before that).
+	handoffTake = 10 * time.Second
+)
+
+// Events of the supervisor's loop.
+type (
+	foHeartbeat struct {
+		hb transport.Heartbeat
+		at failover.Instant
+	}
+	foWitnessReply struct{ at failover.Instant }
+	foHealth       struct{ r failover.HealthReport }
+	foRequest      struct {
+		ev    failover.Event
+		force bool
+		reply chan failover.Decision // nil: nobody waits
+	}
+	foStashes struct{ list []Stash }
+)
+
+func newSupervisor(a *Agent) (*supervisor, error) {
+	c := a.cfg
+	t := failover.Timing{Heartbeat: c.Failover.Heartbeat, Timeout: c.Failover.Timeout}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	s := &supervisor{
+		a:        a,
+		log:      a.log.With("part", "failover"),
+		timing:   t,
+		clock:    failover.NewClock(),
+		services: failover.ServiceSet{},
+		vips:     failover.VIPSet{},
+		witness:  c.Failover.Witness,
+		failures: c.Failover.CheckFailures,
+		events:   make(chan any, eventQueue),
+		healthy:  map[string]bool{},
+	}
+	if s.failures <= 0 {
+		s.failures = config.DefaultCheckFailures
+	}
+	s.machine = failover.Machine{Node: c.Node.Name, Peer: c.Peer.Name, Witness: s.witness.IsValid()}
+	for _, d := range c.Datasets {
+		s.machine.Datasets = append(s.machine.Datasets, d.Name)
+		if d.Start != "" || d.Stop != "" || d.Check != "" {
+			s.services[d.Name] = &failover.Service{Dataset: d.Name, StartCmd: d.Start, StopCmd: d.Stop, CheckCmd: d.Check, Log: s.log}
+		}
+		s.healthy[d.Name] = true
+	}
+	path := a.opts.StatePath
+	if path == "" {
+		path = c.File()
+	}
+	s.exec = &failover.Executor{
+		State:    stateStore{a: a, path: path},
+		Services: s.services,
+		Replicas: a,
+		Handover: a,
+		Stasher:  a,
+		Log:      s.log,
+	}
+	s.st = s.machine.Start(c.State.Role, c.State.Epoch)
+	s.publish()
+	return s, nil
+}
+
+// stateStore persists role and epoch to [state] and then lets the agent
+// claim them (Hello, heartbeats, status).
+type stateStore struct {
+	a    *Agent
+	path string
+}
+
+func (s stateStore) WriteState(role config.Role, epoch uint64) error {
+	if err := config.WriteState(s.path, config.State{Role: role, Epoch: epoch}); err != nil {
+		return err
+	}
+	s.a.mu.Lock()
+	s.a.role, s.a.epoch = role, epoch
+	s.a.mu.Unlock()
+	return nil
+}
+
+// prepare opens what the effects and probes need, in the agent's network
+// namespace: the floating addresses' sockets and the ICMP pinger.
+func (s *supervisor) prepare(ctx context.Context) error {
+	for _, d := range s.a.cfg.Datasets {
+		if !d.VIP.IsValid() {
+			continue
+		}
+		f, err := failover.NewFloatingIP(d.Interface, d.VIP, failover.VIPOptions{Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
+		s.vips[d.Name] = f
+		if d.ProbePort != 0 && !s.probes.Service.IsValid() {
+			s.probes.Service = netip.AddrPortFrom(d.VIP.Addr(), d.ProbePort)
+		}
+	}
+	s.exec.Addresses = s.vips
+	p, err := failover.NewPinger()
+	if err != nil {
+		// Without ICMP the peer's host cannot be told from its agent; the
+		// service probe (if configured) still can.
+		s.log.Warn("no ICMP pinger: the peer's host and the witness cannot be probed", "err", err)
+		if s.witness.IsValid() {
+			return fmt.Errorf("a witness is configured but ICMP is not available: %w", err)
+		}
+	}
+	s.pinger = p
+	s.probes.Pinger = p
+	s.probes.Peer = s.a.cfg.Peer.Address.Addr()
+	s.probes.Timeout = s.timing.ProbeTimeout()
+	return nil
+}
+
+// start runs the loop, the heartbeat sender and the witness prober.
+func (s *supervisor) start(ctx context.Context) {
+	now := s.clock.Now()
+	s.peerDet, _ = failover.NewDetector(s.timing, now)
+	s.witnessDet, _ = failover.NewDetector(s.timing, now)
+	s.wg.Go(func() { s.loop(ctx) })
+	s.wg.Go(func() { s.sendHeartbeats(ctx) })
+	if s.witness.IsValid() && s.pinger != nil {
+		s.wg.Go(func() {
+			failover.RunWitness(ctx, s.pinger, s.witness, s.timing.Heartbeat, func() {
+				post(ctx, s.events, foWitnessReply{at: s.clock.Now()})
+			})
+		})
+	}
+}
+
+// wait waits for the supervisor's goroutines (the agent's context is
+// cancelled first).
+func (s *supervisor) wait() { s.wg.Wait() }
+
+// close releases sockets. The floating addresses and services stay as they
+// are: stopping the agent is not a failover, and a restarted agent resumes.
+func (s *supervisor) close() error {
+	var errs []error
+	for _, f := range s.vips {
+		errs = append(errs, f.Close())
+	}
+	if s.pinger != nil {
+		errs = append(errs, s.pinger.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// receiveHeartbeats feeds one connection's heartbeats to the loop, stamped
+// with their arrival.
+func (s *supervisor) receiveHeartbeats(ctx context.Context, c *transport.Conn) {
+	for {
+		hb, err := c.ReceiveHeartbeat(ctx)
+		if err != nil {
+			return
+		}
+		if !post(ctx, s.events, foHeartbeat{hb: hb, at: s.clock.Now()}) {
+			return
+		}
+	}
+}
+
+// sendHeartbeats sends this node's heartbeat every period on the live
+// connection.
+func (s *supervisor) sendHeartbeats(ctx context.Context) {
+	t := time.NewTicker(s.timing.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c := s.a.sess.Conn()
+		if c == nil {
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, heartbeatSendTimeout)
+		err := c.SendHeartbeat(hctx, s.heartbeat())
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("heartbeat not sent", "err", err)
+		}
+	}
+}
+
+// heartbeat is what this node tells the peer: persisted role and epoch,
+// and per dataset its newest snapshot and health.
+func (s *supervisor) heartbeat() transport.Heartbeat {
+	role, epoch := s.a.roleEpoch()
+	hb := transport.Heartbeat{Seq: s.seq.Add(1), Role: transport.Role(role), Epoch: epoch}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.a.order {
+		st := r.board().read(now)
+		d := transport.DatasetHeartbeat{Dataset: r.ds.Name}
+		if st.NewestLocal != nil {
+			d.NewestGUID = st.NewestLocal.GUID
+		}
+		if role == config.RoleMaster {
+			d.Healthy = s.serving && s.healthy[r.ds.Name]
+		} else {
+			// A slave can take over once it holds a replica.
+			d.Healthy = st.NewestLocal != nil
+		}
+		hb.Datasets = append(hb.Datasets, d)
+	}
+	return hb
+}
+
+// newestGUIDs is this node's newest snapshot per dataset.
+func (s *supervisor) newestGUIDs() map[string]uint64 {
+	now := time.Now()
+	out := map[string]uint64{}
+	for _, r := range s.a.order {
+		st := r.board().read(now)
+		if st.NewestLocal != nil {
+			out[r.ds.Name] = st.NewestLocal.GUID
+		} else {
+			out[r.ds.Name] = 0
+		}
+	}
+	return out
+}
+
+func fromWireHeartbeat(hb transport.Heartbeat) failover.Heartbeat {
+	out := failover.Heartbeat{Seq: hb.Seq, Role: config.Role(hb.Role), Epoch: hb.Epoch}
+	for _, d := range hb.Datasets {
+		out.Datasets = append(out.Datasets, failover.DatasetStatus{Name: d.Dataset, NewestGUID: d.NewestGUID, Healthy: d.Healthy})
+	}
+	return out
+}
+
+// loop owns the detectors and the State.
+func (s *supervisor) loop(ctx context.Context) {
+	defer s.stopHealth()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := s.clock.Now()
+		s.evaluate(ctx, now)
+		wake := s.nextWake(now)
+		timer.Reset(wake.Sub(s.clock.Now()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case ev := <-s.events:
+			s.handle(ctx, ev)
+		}
+	}
+}
+
+func (s *supervisor) handle(ctx context.Context, ev any) {
+	switch ev := ev.(type) {
+	case foHeartbeat:
+		hb := fromWireHeartbeat(ev.hb)
+		s.peerDet.Observe(hb, ev.at)
+		s.peerLive = failover.Alive
+		v := s.peerDet.Check(ev.at)
+		healthy, current := failover.PeerFacts(v.Last, s.newestGUIDs())
+		s.notePeer(ctx, v.Last.Role, v.Last.Epoch)
+		s.step(ctx, failover.PeerHeard{Role: v.Last.Role, Epoch: v.Last.Epoch, Healthy: healthy, Current: current})
+	case foWitnessReply:
+		s.witnessDet.ObserveReply(ev.at)
+	case foHealth:
+		s.mu.Lock()
+		s.healthy[ev.r.Dataset] = ev.r.Err == nil
+		s.mu.Unlock()
+		if ev.r.Tripped && s.st.Mode == failover.ModeServing {
+			s.log.Warn("check keeps failing", "dataset", ev.r.Dataset, "failures", ev.r.Failures, "err", ev.r.Err)
+			s.step(ctx, failover.HealthFailed{Dataset: ev.r.Dataset})
+		}
+	case foRequest:
+		st := s.st
+		if ev.force {
+			// A forced promotion ignores what the detector says of the
+			// peer: the next epoch makes the peer demote when it hears it.
+			s.st.Peer.Liveness = failover.Unknown
+		}
+		d := s.step(ctx, ev.ev)
+		if ev.force && d.State.Role != config.RoleMaster {
+			s.st.Peer = st.Peer
+		}
+		if ev.reply != nil {
+			ev.reply <- d
+		}
+	case foStashes:
+		s.mu.Lock()
+		s.pub.Stashes = ev.list
+		s.mu.Unlock()
+	case foDivergence:
+		s.step(ctx, failover.DivergenceDecided{Dataset: ev.dataset, LocalWins: ev.localWins})
+	}
+}
+
+// notePeer tells the master loops when the peer's role or epoch changes.
+func (s *supervisor) notePeer(ctx context.Context, role config.Role, epoch uint64) {
+	a := s.a
+	a.mu.Lock()
+	changed := !a.peerHeard || a.peerRole != transport.Role(role) || a.peerEpoch != epoch
+	a.peerRole, a.peerEpoch, a.peerHeard = transport.Role(role), epoch, true
+	a.peer.Role, a.peer.Epoch = string(role), epoch
+	a.mu.Unlock()
+	if changed {
+		a.broadcast(ctx, evPeerRole{role: transport.Role(role), epoch: epoch})
+	}
+}
+
+// evaluate turns the detectors' verdicts at now into the machine's events:
+// suspect and dead for the peer (dead with fresh probe evidence, repeated
+// while the peer stays dead and this node does not serve), changes of the
+// witness's verdict, and the retry of failed effects.
+func (s *supervisor) evaluate(ctx context.Context, now failover.Instant) {
+	if s.witness.IsValid() {
+		v := s.witnessDet.Check(now)
+		l := v.Liveness
+		if !v.Heard && l == failover.Alive {
+			l = failover.Unknown // never answered: not a witness to count on yet
+		}
+		if l != s.witnessLive {
+			s.witnessLive = l
+			s.step(ctx, failover.WitnessVerdict{Liveness: l})
+		}
+	}
+	v := s.peerDet.Check(now)
+	switch {
+	case v.Liveness == failover.Suspect && s.peerLive != failover.Suspect:
+		s.peerLive = failover.Suspect
+		s.step(ctx, failover.PeerSuspect{})
+	case v.Liveness == failover.Dead && (s.peerLive != failover.Dead || now >= s.nextProbe && s.st.Mode != failover.ModeServing):
+		s.peerLive = failover.Dead
+		ev := s.probes.Gather(ctx)
+		s.nextProbe = s.clock.Now().Add(s.timing.Timeout)
+		s.step(ctx, failover.PeerDead{Evidence: ev})
+	}
+	if len(s.pending) > 0 && now >= s.retryAt {
+		s.run(ctx, s.pending)
+	}
+	if s.st.Mode == failover.ModeHandingOff && s.offeredAt && now >= s.handoffBy {
+		s.offeredAt = false
+		s.step(ctx, failover.HandoffAborted{})
+	}
+}
+
+// nextWake is when evaluate has something to do without an event.
+func (s *supervisor) nextWake(now failover.Instant) failover.Instant {
+	wake := now.Add(time.Hour)
+	consider := func(at failover.Instant, ok bool) {
+		if ok && at < wake {
+			wake = at
+		}
+	}
+	consider(s.peerDet.NextChange(now))
+	if s.witness.IsValid() {
+		consider(s.witnessDet.NextChange(now))
+	}
+	if s.peerLive == failover.Dead && s.st.Mode != failover.ModeServing {
+		consider(s.nextProbe, true)
+	}
+	if len(s.pending) > 0 {
+		consider(s.retryAt, true)
+	}
+	if s.st.Mode == failover.ModeHandingOff && s.offeredAt {
+		consider(s.handoffBy, true)
+	}
+	if wake < now {
+		wake = now
+	}
+	return wake
+}
+
+// step applies one event and carries out the decision.
+func (s *supervisor) step(ctx context.Context, ev failover.Event) failover.Decision {
+	d := s.machine.Step(s.st, ev)
+	s.st = d.State
+	if d.Note != "" && (d.Note != s.lastNote || len(d.Effects) > 0) {
+		s.lastNote = d.Note
+		s.log.Info("failover decision", "event", ev.String(), "state", d.State.String(), "effects", failover.Effects(d.Effects), "note", d.Note)
+		s.mu.Lock()
+		s.pub.Note, s.pub.NoteAt = d.Note, time.Now()
+		s.mu.Unlock()
+	}
+	if len(d.Effects) > 0 {
+		s.run(ctx, d.Effects)
+	}
+	s.publish()
+	return d
+}
+
+// run carries out effects, then makes the loops and the health checks
+// match the state. What fails is kept and run again later (the effects are
+// idempotent); a failed handoff is aborted.
+func (s *supervisor) run(ctx context.Context, effects []failover.Effect) {
+	rep := s.exec.Run(ctx, effects)
+	s.pending = rep.Remaining
+	if rep.Err != nil {
+		s.retryAt = s.clock.Now().Add(retryEvery)
+		s.log.Error("failover effects failed; retrying", "err", rep.Err, "remaining", failover.Effects(rep.Remaining))
+		if s.st.Mode == failover.ModeHandingOff {
+			s.pending = nil
+			s.step(ctx, failover.HandoffAborted{})
+			return
+		}
+	}
+	master := s.st.Role == config.RoleMaster
+	serving := master && (s.st.Mode == failover.ModeServing || s.st.Mode == failover.ModeHandingOff)
+	if err := s.a.reconcile(ctx, master, serving); err != nil {
+		s.log.Error("switching the dataset loops failed", "err", err)
+	}
+	if master && s.st.Mode == failover.ModeServing && rep.Err == nil {
+		s.startHealth(ctx)
+	} else if s.st.Mode != failover.ModeServing {
+		s.stopHealth()
+	}
+	s.mu.Lock()
+	s.serving = master && s.st.Mode == failover.ModeServing && len(s.pending) == 0
+	s.mu.Unlock()
+	if s.st.Mode != failover.ModeHandingOff {
+		s.offeredAt = false
+	}
+	s.publish()
+}
+
+// handoffOffered: the peer offers us its role (a planned handoff).
+func (s *supervisor) handoffOffered(ctx context.Context, epoch uint64) {
+	post(ctx, s.events, foRequest{ev: failover.HandoffOffered{Epoch: epoch}})
+}
+
+// offered: our offer went out; the peer must take it within handoffTake.
+func (s *supervisor) offered() {
+	// Called from the executor, inside the loop: no channel round trip.
+	s.offeredAt = true
+	s.handoffBy = s.clock.Now().Add(handoffTake)
+}
+
+// noteStash refreshes the stash list shown in status, off the loop.
+func (s *supervisor) noteStash() {
+	ctx := s.a.runCtx
+	s.wg.Go(func() {
+		list, err := s.a.Stashes(ctx)
+		if err != nil {
+			s.log.Warn("listing stashes failed", "err", err)
+			return
+		}
+		post(ctx, s.events, foStashes{list: list})
+	})
+}
+
+// startHealth runs each dataset's check while this node serves.
+func (s *supervisor) startHealth(ctx context.Context) {
+	if s.health != nil {
+		return
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	s.health = cancel
+	for name, svc := range s.services {
+		if svc.CheckCmd == "" {
+			continue
+		}
+		s.mu.Lock()
+		s.healthy[name] = true // start waited for check to pass
+		s.mu.Unlock()
+		counter := &failover.HealthCounter{Threshold: s.failures}
+		s.wg.Go(func() {
+			failover.RunHealthChecks(hctx, svc, 0, counter, func(r failover.HealthReport) {
+				post(hctx, s.events, foHealth{r: r})
+			})
+		})
+	}
+}
+
+func (s *supervisor) stopHealth() {
+	if s.health != nil {
+		s.health()
+		s.health = nil
+	}
+}
+
+// publish copies the state for status readers.
+func (s *supervisor) publish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &s.pub
+	p.Mode = string(s.st.Mode)
+	p.PeerLiveness = s.st.Peer.Liveness.String()
+	p.PeerAgentLost = s.st.Mode == failover.ModePeerAgentLost
+	servingNow := s.st.Peer.Liveness == failover.Alive && s.st.Peer.Role == config.RoleMaster && s.st.Peer.Healthy
+	if !servingNow || p.PeerEpoch != s.st.Peer.Epoch {
+		p.PeerServingAt = time.Time{}
+	}
+	if servingNow && p.PeerServingAt.IsZero() {
+		p.PeerServingAt = time.Now()
+	}
+	p.PeerRole, p.PeerEpoch, p.PeerHealthy = string(s.st.Peer.Role), s.st.Peer.Epoch, s.st.Peer.Healthy
+	if s.peerDet != nil {
+		if v := s.peerDet.Check(s.clock.Now()); v.Heard {
+			p.LastHeard = time.Now().Add(-s.clock.Now().Sub(v.LastHeard))
+		}
+	}
+	p.Witness = ""
+	if s.witness.IsValid() {
+		p.Witness = s.st.Witness.String()
+	}
+	p.Pending = ""
+	if len(s.pending) > 0 {
+		p.Pending = failover.Effects(s.pending)
+	}
+}
+
+func (s *supervisor) status() FailoverStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pub
+}
+
+// request runs an operator's event through the loop and returns its
+// decision.
+func (s *supervisor) request(ctx context.Context, ev failover.Event, force bool) (failover.Decision, error) {
+	reply := make(chan failover.Decision, 1)
+	select {
+	case s.events <- foRequest{ev: ev, force: force, reply: reply}:
+	case <-ctx.Done():
+		return failover.Decision{}, ctx.Err()
+	case <-s.a.runCtx.Done():
+		return failover.Decision{}, errors.New("agent is stopping")
+	}
+	select {
+	case d := <-reply:
+		return d, nil
+	case <-ctx.Done():
+		return failover.Decision{}, ctx.Err()
+	}
+}
