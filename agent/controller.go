@@ -292,8 +292,17 @@ func (a *Agent) Stashes(ctx context.Context) ([]Stash, error) {
 	return out, nil
 }
 
-// describeStash parses <dataset>-<epoch>-<time> and reads the size.
+// describeStash parses the name and reads the size.
 func (a *Agent) describeStash(ctx context.Context, name string) Stash {
+	s := parseStash(name)
+	if p, err := a.opts.ZFS.GetProperty(ctx, name, "referenced"); err == nil {
+		s.Bytes, _ = p.Uint()
+	}
+	return s
+}
+
+// parseStash reads <pool>/flocker-stash/<dataset>-<epoch>-<time>.
+func parseStash(name string) Stash {
 	s := Stash{Name: name}
 	leaf := name[strings.LastIndexByte(name, '/')+1:]
 	parts := strings.Split(leaf, "-")
@@ -305,9 +314,6 @@ func (a *Agent) describeStash(ctx context.Context, name string) Stash {
 			s.Epoch = e
 		}
 		s.Dataset = strings.Join(parts[:n-2], "-")
-	}
-	if p, err := a.opts.ZFS.GetProperty(ctx, name, "referenced"); err == nil {
-		s.Bytes, _ = p.Uint()
 	}
 	return s
 }

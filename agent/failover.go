@@ -170,6 +170,16 @@ func (s *supervisor) prepare(ctx context.Context) error {
 		}
 	}
 	s.exec.Addresses = s.vips
+	// Whatever the role, nothing is served before the machine decides: a
+	// master starts fenced (the peer may have taken over while this agent
+	// was away). An address left from before (the agent was killed) is
+	// dropped; a running service is left alone: if this node resumes, its
+	// start finds the check passing and does not restart it.
+	for name, f := range s.vips {
+		if err := f.Remove(ctx); err != nil {
+			return fmt.Errorf("dataset %s: dropping the floating address at start: %w", name, err)
+		}
+	}
 	p, err := failover.NewPinger()
 	if err != nil {
 		// Without ICMP the peer's host cannot be told from its agent; the
