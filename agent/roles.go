@@ -233,6 +233,16 @@ func (a *Agent) SetWritable(ctx context.Context, dataset string) error {
 		if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "off"); err != nil {
 			return err
 		}
+		if still, err := a.readonly(ctx, r.ds.ZFS); err != nil {
+			return err
+		} else if still {
+			// zfs-fuse keeps a replica's read-only mount until it is
+			// mounted again; nothing uses the replica before the takeover
+			// starts the service, so the unmount is not refused.
+			if err := a.opts.ZFS.Unmount(ctx, r.ds.ZFS); err != nil && !errors.Is(err, snapshot.ErrNotMounted) {
+				return fmt.Errorf("remounting read-write: %w", err)
+			}
+		}
 		a.log.Info("dataset set writable", "dataset", dataset)
 	}
 	if _, mounted, err := a.opts.ZFS.Mountpoint(ctx, r.ds.ZFS); err != nil {
