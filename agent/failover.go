@@ -38,6 +38,14 @@ type supervisor struct {
 	events chan any
 	seq    atomic.Uint64
 	wg     sync.WaitGroup
+	// Heartbeats and witness replies are not queued: only the newest
+	// matters to a detector, and a queue that filled up while the loop ran
+	// slow effects would hand it stale arrival times. The receivers keep
+	// the newest in a mailbox and wake the loop.
+	box  sync.Mutex
+	hb   *foHeartbeat
+	wit  failover.Instant
+	wake chan struct{}
 
 	// Owned by loop.
 	st          failover.State
@@ -80,7 +88,6 @@ type (
 		hb transport.Heartbeat
 		at failover.Instant
 	}
-	foWitnessReply struct{ at failover.Instant }
 	foHealth       struct{ r failover.HealthReport }
 	foRequest      struct {
 		ev    failover.Event
@@ -106,6 +113,7 @@ func newSupervisor(a *Agent) (*supervisor, error) {
 		witness:  c.Failover.Witness,
 		failures: c.Failover.CheckFailures,
 		events:   make(chan any, eventQueue),
+		wake:     make(chan struct{}, 1),
 		healthy:  map[string]bool{},
 	}
 	if s.failures <= 0 {
@@ -206,7 +214,10 @@ func (s *supervisor) start(ctx context.Context) {
 	if s.witness.IsValid() && s.pinger != nil {
 		s.wg.Go(func() {
 			failover.RunWitness(ctx, s.pinger, s.witness, s.timing.Heartbeat, func() {
-				post(ctx, s.events, foWitnessReply{at: s.clock.Now()})
+				s.box.Lock()
+				s.wit = s.clock.Now()
+				s.box.Unlock()
+				s.poke()
 			})
 		})
 	}
@@ -237,9 +248,32 @@ func (s *supervisor) receiveHeartbeats(ctx context.Context, c *transport.Conn) {
 		if err != nil {
 			return
 		}
-		if !post(ctx, s.events, foHeartbeat{hb: hb, at: s.clock.Now()}) {
-			return
-		}
+		s.box.Lock()
+		s.hb = &foHeartbeat{hb: hb, at: s.clock.Now()}
+		s.box.Unlock()
+		s.poke()
+	}
+}
+
+// poke wakes the loop without blocking.
+func (s *supervisor) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeMail hands the newest heartbeat and witness reply to the detectors.
+func (s *supervisor) takeMail(ctx context.Context) {
+	s.box.Lock()
+	hb, wit := s.hb, s.wit
+	s.hb, s.wit = nil, 0
+	s.box.Unlock()
+	if wit != 0 {
+		s.witnessDet.ObserveReply(wit)
+	}
+	if hb != nil {
+		s.handle(ctx, *hb)
 	}
 }
 
@@ -321,6 +355,9 @@ func (s *supervisor) loop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		// Whatever arrived while the last step ran (effects can take
+		// seconds) is taken before the verdicts are read.
+		s.takeMail(ctx)
 		now := s.clock.Now()
 		s.evaluate(ctx, now)
 		wake := s.nextWake(now)
@@ -329,6 +366,7 @@ func (s *supervisor) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-s.wake:
 		case ev := <-s.events:
 			s.handle(ctx, ev)
 		}
@@ -345,8 +383,6 @@ func (s *supervisor) handle(ctx context.Context, ev any) {
 		healthy, current := failover.PeerFacts(v.Last, s.newestGUIDs())
 		s.notePeer(ctx, v.Last.Role, v.Last.Epoch)
 		s.step(ctx, failover.PeerHeard{Role: v.Last.Role, Epoch: v.Last.Epoch, Healthy: healthy, Current: current})
-	case foWitnessReply:
-		s.witnessDet.ObserveReply(ev.at)
 	case foHealth:
 		s.mu.Lock()
 		s.healthy[ev.r.Dataset] = ev.r.Err == nil

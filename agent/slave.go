@@ -183,6 +183,12 @@ func (s *slave) handle(ctx context.Context, ev any, now time.Time) {
 		}
 		s.st.Snapshots.Peer = len(ev.m.Snapshots)
 		s.checkDivergence(ctx, peer)
+		// A master sends its list when its loop starts (after a failover
+		// the connection may be older than the loop): answer with ours,
+		// which it needs to plan. It never answers a list with a list.
+		if ev.c == s.conn {
+			s.sendList(ctx, ev.c)
+		}
 	case evDone:
 		if r := s.recv; r != nil && r.c == ev.c && r.hdr.ID == ev.m.ID && ev.m.Error != "" {
 			r.senderErr = ev.m.Error

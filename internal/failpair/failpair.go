@@ -80,7 +80,7 @@ func New(ctx context.Context, opts Options) (*Pair, error) {
 			"start": fmt.Sprintf("cd %s && busybox httpd -f -p %d -h %s & echo $! > %s",
 				n.Mountpoint, Port, n.Mountpoint, pid),
 			"stop":  fmt.Sprintf("if [ -f %[1]s ]; then kill $(cat %[1]s) 2>/dev/null; rm -f %[1]s; fi; true", pid),
-			"check": fmt.Sprintf("busybox wget -q -T 1 -O /dev/null http://127.0.0.1:%d/%s", Port, CheckFile),
+			"check": fmt.Sprintf("timeout 2 busybox wget -q -O /dev/null http://127.0.0.1:%d/%s", Port, CheckFile),
 			"probe": fmt.Sprintf("tcp:%d", Port),
 		}
 		if err := config.SetKeys(n.Config, config.DatasetSection(agentpair.DatasetName), flatten(ds)...); err != nil {

@@ -56,7 +56,7 @@ vip = 192.0.2.100/24
 interface = eth0
 start = cd %s && busybox httpd -f -p 8080 -h %s & echo $! > /tmp/httpd.pid
 stop = if [ -f /tmp/httpd.pid ]; then kill $(cat /tmp/httpd.pid) 2>/dev/null; rm -f /tmp/httpd.pid; fi; true
-check = busybox wget -q -T 1 -O /dev/null http://127.0.0.1:8080/flocker-check.txt
+check = timeout 2 busybox wget -q -O /dev/null http://127.0.0.1:8080/flocker-check.txt
 probe = tcp:8080
 [notify]
 mode = auto

@@ -51,7 +51,7 @@ a)
 	echo ok >/tank/app/flocker-check.txt
 	echo "replicated before the failure" >/tank/app/data.txt
 	start_agent
-	retry wget -q -T 1 -O /out/served-a http://192.0.2.100:8080/data.txt
+	retry timeout 2 wget -q -O /out/served-a http://192.0.2.100:8080/data.txt
 	say "serving"
 	retry grep -q '"msg":"replicated"' /out/agent.log
 	retry sh -c 'echo synced | nc 192.0.2.12 9101'
@@ -86,7 +86,7 @@ b)
 	retry test -f /backup/app/data.txt
 	retry role_is master
 	say "promoted"
-	retry wget -q -T 1 -O /out/served-b http://192.0.2.100:8080/data.txt
+	retry timeout 2 wget -q -O /out/served-b http://192.0.2.100:8080/data.txt
 	say "serving"
 	echo "written by b after the failover" >/backup/app/b-only.txt
 	timeout 300 nc -l -p 9100 >/dev/null
