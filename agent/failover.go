@@ -88,8 +88,8 @@ type (
 		hb transport.Heartbeat
 		at failover.Instant
 	}
-	foHealth       struct{ r failover.HealthReport }
-	foRequest      struct {
+	foHealth  struct{ r failover.HealthReport }
+	foRequest struct {
 		ev    failover.Event
 		force bool
 		reply chan failover.Decision // nil: nobody waits

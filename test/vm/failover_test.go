@@ -98,16 +98,16 @@ epoch = 0
 		t.Fatalf("scenario failed: %v", err)
 	}
 	want := map[string]string{
-		"a served-a":      "replicated before the failure\n",
-		"b served-b":      "replicated before the failure\n",
-		"a b-only":        "written by b after the failover\n",
-		"a stash-a-only":  "written by a alone\n",
-		"a final.ini ~":   "role = slave\nepoch = 1",
-		"b final.ini ~":   "role = master\nepoch = 1",
-		"b agent.rc":      "0\n",
-		"a agent.rc":      "0\n",
-		"b agent.log ~":   `"msg":"failover decision"`,
-		"a datasets ~":    "tank/flocker-stash/app-0-",
+		"a served-a":     "replicated before the failure\n",
+		"b served-b":     "replicated before the failure\n",
+		"a b-only":       "written by b after the failover\n",
+		"a stash-a-only": "written by a alone\n",
+		"a final.ini ~":  "role = slave\nepoch = 1",
+		"b final.ini ~":  "role = master\nepoch = 1",
+		"b agent.rc":     "0\n",
+		"a agent.rc":     "0\n",
+		"b agent.log ~":  `"msg":"failover decision"`,
+		"a datasets ~":   "tank/flocker-stash/app-0-",
 	}
 	for key, w := range want {
 		f := strings.Fields(key)
