@@ -278,6 +278,7 @@ func (a *Agent) Status() Status {
 	a.mu.Unlock()
 	fs := a.fo.status()
 	st.Failover = &fs
+	st.Peer.LastHeartbeat = fs.LastHeard
 	for _, r := range a.order {
 		st.Datasets = append(st.Datasets, r.board().read(now))
 	}

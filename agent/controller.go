@@ -32,12 +32,14 @@ const (
 	syncWithin = 30 * time.Second
 	// handoffWithin bounds how long Handoff waits for the peer to serve.
 	handoffWithin = time.Minute
+	// catchUpWithin bounds the wait for a peer one snapshot behind.
+	catchUpWithin = 10 * time.Second
 )
 
 // Promote makes this node master. Without force it refuses while the peer
 // is alive and master.
 func (a *Agent) Promote(ctx context.Context, force bool) (RoleResult, error) {
-	d, err := a.fo.request(ctx, failover.Promote{}, force)
+	d, err := a.fo.request(ctx, failover.Promote{}, force, "promote")
 	if err != nil {
 		return RoleResult{}, err
 	}
@@ -46,7 +48,7 @@ func (a *Agent) Promote(ctx context.Context, force bool) (RoleResult, error) {
 
 // Demote makes this node slave.
 func (a *Agent) Demote(ctx context.Context) (RoleResult, error) {
-	d, err := a.fo.request(ctx, failover.Demote{}, false)
+	d, err := a.fo.request(ctx, failover.Demote{}, false, "demote")
 	if err != nil {
 		return RoleResult{}, err
 	}
@@ -58,7 +60,7 @@ func (a *Agent) roleResult(d failover.Decision, want config.Role) (RoleResult, e
 	res := RoleResult{Role: string(role), Epoch: epoch}
 	switch {
 	case d.State.Role != want:
-		return res, fmt.Errorf("refused: %s", d.Note)
+		return res, fmt.Errorf("%w: %s", ErrRefused, d.Note)
 	case role != want:
 		return res, fmt.Errorf("%s, but persisting the role failed (retried): %s", d.Note, a.fo.status().Pending)
 	case a.fo.status().Pending != "":
@@ -73,17 +75,31 @@ func (a *Agent) roleResult(d failover.Decision, want config.Role) (RoleResult, e
 // It returns when the peer serves (its heartbeat says master at the new
 // epoch and healthy).
 func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
-	start := time.Now()
-	_, epoch := a.roleEpoch()
-	d, err := a.fo.request(ctx, failover.Handoff{}, false)
-	if err != nil {
-		return HandoffResult{}, err
-	}
-	if d.State.Mode != failover.ModeHandingOff {
-		return HandoffResult{}, fmt.Errorf("refused: %s", d.Note)
-	}
 	ctx, cancel := context.WithTimeout(ctx, handoffWithin)
 	defer cancel()
+	_, epoch := a.roleEpoch()
+	begin := time.Now()
+	var start time.Time
+	for {
+		start = time.Now()
+		d, err := a.fo.request(ctx, failover.Handoff{}, false, "handoff")
+		if err != nil {
+			return HandoffResult{}, err
+		}
+		if d.State.Mode == failover.ModeHandingOff {
+			break
+		}
+		// A master that snapshots often is a snapshot ahead most of the
+		// time; the peer catching up is worth a short wait.
+		if !strings.Contains(d.Note, "is not current") || time.Since(begin) > catchUpWithin {
+			return HandoffResult{}, fmt.Errorf("%w: %s", ErrRefused, d.Note)
+		}
+		select {
+		case <-ctx.Done():
+			return HandoffResult{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -325,7 +341,7 @@ func (a *Agent) RemoveStash(ctx context.Context, name string) error {
 		return err
 	}
 	if !slices.ContainsFunc(list, func(s Stash) bool { return s.Name == name }) {
-		return fmt.Errorf("no stash %q (flocker stash list shows them)", name)
+		return fmt.Errorf("%w: no stash %q (flocker stash list shows them)", ErrNotFound, name)
 	}
 	z, ok := a.raw.(stashZFS)
 	if !ok {
@@ -395,11 +411,25 @@ func newestEpoch(snaps []snapshot.Snapshot) uint64 {
 // in (the current epochs are equal by now: the demoted side took the
 // peer's). Heads are unknown here (counted as changed): at worst one stash
 // too many, never a lost write.
+//
+// Equal epochs go to the master: a slave's snapshots at the master's own
+// epoch (an operator's snapshot on the replica, say) are no writes a master
+// acknowledged, and must never demote the master that serves.
 func planDivergence(cfg datasetConfig, local, peer []snapshot.Snapshot, localMaster bool) snapshot.Resolution {
+	le, pe := newestEpoch(local), newestEpoch(peer)
+	policy := cfg.policy
+	if le == pe {
+		if localMaster {
+			le++
+		} else {
+			pe++
+		}
+		policy = snapshot.DivergeNewerEpoch
+	}
 	return snapshot.PlanDivergence(
-		snapshot.DivergenceSide{Node: cfg.node, Epoch: newestEpoch(local), Master: localMaster, Snapshots: local},
-		snapshot.DivergenceSide{Node: cfg.peer, Epoch: newestEpoch(peer), Master: !localMaster, Snapshots: peer},
-		cfg.policy)
+		snapshot.DivergenceSide{Node: cfg.node, Epoch: le, Master: localMaster, Snapshots: local},
+		snapshot.DivergenceSide{Node: cfg.peer, Epoch: pe, Master: !localMaster, Snapshots: peer},
+		policy)
 }
 
 // divergedFrom reports that we hold snapshots after the newest one the

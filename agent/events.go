@@ -24,6 +24,8 @@ type (
 		role  transport.Role
 		epoch uint64
 	}
+	// evThaw: serving again (a handoff was aborted): snapshots resume.
+	evThaw struct{}
 	// evSync: take a final snapshot and answer once the peer holds it.
 	evSync struct {
 		at    time.Time

@@ -57,6 +57,7 @@ type supervisor struct {
 	pending     []failover.Effect
 	retryAt     failover.Instant
 	lastNote    string
+	kind        string // what the role change in progress counts as (RoleChanged)
 	health      context.CancelFunc // health checks while serving
 	handoffBy   failover.Instant   // an offered handoff is aborted when the peer has not taken it by then
 	offeredAt   bool
@@ -93,6 +94,7 @@ type (
 		ev    failover.Event
 		force bool
 		reply chan failover.Decision // nil: nobody waits
+		kind  string                 // for the role-change metric; "" is failover
 	}
 	foStashes struct{ list []Stash }
 )
@@ -156,8 +158,16 @@ func (s stateStore) WriteState(role config.Role, epoch uint64) error {
 		return err
 	}
 	s.a.mu.Lock()
+	changed := s.a.role != role
 	s.a.role, s.a.epoch = role, epoch
 	s.a.mu.Unlock()
+	if changed {
+		kind := s.a.fo.kind
+		if kind == "" {
+			kind = "failover"
+		}
+		s.a.opts.Observer.RoleChanged(kind)
+	}
 	return nil
 }
 
@@ -398,7 +408,9 @@ func (s *supervisor) handle(ctx context.Context, ev any) {
 			// peer: the next epoch makes the peer demote when it hears it.
 			s.st.Peer.Liveness = failover.Unknown
 		}
+		s.kind = ev.kind
 		d := s.step(ctx, ev.ev)
+		s.kind = ""
 		if ev.force && d.State.Role != config.RoleMaster {
 			s.st.Peer = st.Peer
 		}
@@ -528,6 +540,9 @@ func (s *supervisor) run(ctx context.Context, effects []failover.Effect) {
 	if err := s.a.reconcile(ctx, master, serving); err != nil {
 		s.log.Error("switching the dataset loops failed", "err", err)
 	}
+	if master && s.st.Mode == failover.ModeServing {
+		s.a.broadcast(ctx, evThaw{})
+	}
 	if master && s.st.Mode == failover.ModeServing && rep.Err == nil {
 		s.startHealth(ctx)
 	} else if s.st.Mode != failover.ModeServing {
@@ -636,10 +651,10 @@ func (s *supervisor) status() FailoverStatus {
 
 // request runs an operator's event through the loop and returns its
 // decision.
-func (s *supervisor) request(ctx context.Context, ev failover.Event, force bool) (failover.Decision, error) {
+func (s *supervisor) request(ctx context.Context, ev failover.Event, force bool, kind string) (failover.Decision, error) {
 	reply := make(chan failover.Decision, 1)
 	select {
-	case s.events <- foRequest{ev: ev, force: force, reply: reply}:
+	case s.events <- foRequest{ev: ev, force: force, reply: reply, kind: kind}:
 	case <-ctx.Done():
 		return failover.Decision{}, ctx.Err()
 	case <-s.a.runCtx.Done():

@@ -76,3 +76,20 @@ func TestStashNames(t *testing.T) {
 		t.Fatalf("parsed %+v", s)
 	}
 }
+
+// Equal epochs (an operator's snapshot on the replica) go to the master,
+// whatever the change counts say.
+func TestPlanDivergenceTieGoesToMaster(t *testing.T) {
+	master := snaps("pa/app", "flocker-1-1", 11, "flocker-1-2", 12)
+	slave := snaps("pb/app", "flocker-1-1", 11, "operator-snap", 99, "flocker-1-9", 98)
+	for _, policy := range []snapshot.DivergencePolicy{snapshot.DivergeNewerEpoch, snapshot.DivergeMostChanges} {
+		cfg := datasetConfig{node: "alpha", peer: "beta", policy: policy}
+		if res := planDivergence(cfg, master, slave, true); res.Winner != snapshot.SideLocal {
+			t.Errorf("%v, master's side: winner %v by %v, want local", policy, res.Winner, res.DecidedBy)
+		}
+		cfg = datasetConfig{node: "beta", peer: "alpha", policy: policy}
+		if res := planDivergence(cfg, slave, master, false); res.Winner != snapshot.SidePeer {
+			t.Errorf("%v, slave's side: winner %v by %v, want peer", policy, res.Winner, res.DecidedBy)
+		}
+	}
+}

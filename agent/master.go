@@ -91,6 +91,9 @@ type master struct {
 	snapAt      time.Time // when the newest snapshot of this loop was taken
 	syncs       []evSync  // planned handoff: waiting for a final snapshot to reach the peer
 	divKey      string    // the divergence last planned (our newest/peer's newest)
+	// frozen: a handoff's final snapshot reached the peer; no snapshot
+	// after it, or the peer taking over would find ours diverged.
+	frozen bool
 
 	st DatasetStatus
 }
@@ -259,6 +262,8 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 			// A peer that just became slave plans its divergence from our list.
 			m.sendList(ctx)
 		}
+	case evThaw:
+		m.frozen = false
 	case evSync:
 		// A final snapshot now, whatever the notifier saw.
 		m.trig.Change(now)
@@ -338,7 +343,9 @@ func (m *master) wireList() []snapshot.Snapshot {
 // without an event (zero: only an event can make anything due).
 func (m *master) step(ctx context.Context, now time.Time) time.Time {
 	var wake time.Time
-	if now.Before(m.snapRetry) {
+	if m.frozen {
+		// No snapshots: the peer takes over from the final one.
+	} else if now.Before(m.snapRetry) {
 		wake = earliest(wake, m.snapRetry)
 	} else {
 		take, at := m.trig.Decide(now, m.snapshotWaiting())
@@ -396,12 +403,14 @@ func (m *master) answerSyncs(now time.Time) {
 	if len(m.syncs) == 0 {
 		return
 	}
+	// The dataset is readonly by now: a snapshot taken after the request
+	// holds every write, whatever the notifier still reports.
 	top, peerTop := newest(m.local), newest(m.peer)
-	dirty, _ := m.trig.Dirty()
-	done := top != nil && peerTop != nil && top.GUID == peerTop.GUID && !dirty && m.xfer == nil
+	done := top != nil && peerTop != nil && top.GUID == peerTop.GUID && m.xfer == nil
 	kept := m.syncs[:0]
 	for _, w := range m.syncs {
 		if done && !m.snapAt.Before(w.at) {
+			m.frozen = true
 			w.reply <- nil
 			m.log.Info("peer holds the final snapshot", "snapshot", top.ShortName(), "waited", now.Sub(w.at).Round(time.Millisecond))
 			continue

@@ -387,8 +387,17 @@ func TestStaleHoldsReleased(t *testing.T) {
 	}
 	assertHeld(t, m, "flocker-0-1")
 	m.start(t)
+	// A master starts fenced: its loop (which cleans the holds) starts once
+	// it hears the slave, a moment after Start.
+	deadline := time.Now().Add(syncTimeout)
+	for {
+		p, err := m.z.GetProperty(context.Background(), m.zfs+"@flocker-0-1", "userrefs")
+		if err == nil && p.Value == "0" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	assertNotHeld(t, m, "flocker-0-1")
-	assertHeld(t, m, "flocker-0-2")
 	waitSynced(t, m, syncTimeout)
 	assertHeld(t, m, "flocker-0-3")
 	assertNotHeld(t, m, "flocker-0-2")
