@@ -57,7 +57,7 @@ type supervisor struct {
 	pending     []failover.Effect
 	retryAt     failover.Instant
 	lastNote    string
-	kind        string // what the role change in progress counts as (RoleChanged)
+	kind        string             // what the role change in progress counts as (RoleChanged)
 	health      context.CancelFunc // health checks while serving
 	handoffBy   failover.Instant   // an offered handoff is aborted when the peer has not taken it by then
 	offeredAt   bool
