@@ -90,8 +90,10 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 			break
 		}
 		// A master that snapshots often is a snapshot ahead most of the
-		// time; the peer catching up is worth a short wait.
-		if !strings.Contains(d.Note, "is not current") || time.Since(begin) > catchUpWithin {
+		// time, and a slave reports its first replica with its next
+		// heartbeat: the peer catching up is worth a short wait.
+		catchingUp := strings.Contains(d.Note, "is not current") || strings.Contains(d.Note, "is not healthy")
+		if !catchingUp || time.Since(begin) > catchUpWithin {
 			return HandoffResult{}, fmt.Errorf("%w: %s", ErrRefused, d.Note)
 		}
 		select {

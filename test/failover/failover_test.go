@@ -93,6 +93,13 @@ func TestPartitionedMasterWrites(t *testing.T) {
 	writeFile(t, p.Master, "a-only.txt", "acknowledged by A alone\n")
 	waitRecordMsg(t, p.Master, mark, "snapshot taken", 30*time.Second)
 	b := waitState(t, p.Slave, config.RoleMaster, e0+1, serveTimeout)
+	// The state is written before the takeover's effects: B serves (and its
+	// dataset is writable) once C gets an answer, which only B can give.
+	sctx, scancel := context.WithTimeout(context.Background(), serveTimeout)
+	defer scancel()
+	if _, err := p.WaitServed(sctx, "base.txt", "common\n"); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, p.Slave, "b-only.txt", "acknowledged by B alone\n")
 	waitRecordMsg(t, p.Slave, 0, "snapshot taken", 30*time.Second)
 
@@ -228,6 +235,9 @@ func TestHandoff(t *testing.T) {
 	p := newPair(t, false)
 	startServing(t, p)
 	e0 := state(t, p.Master).Epoch
+	writeFile(t, p.Master, "first.txt", "replicated\n")
+	waitFile(t, p.Slave, "first.txt", "replicated\n", syncTimeout)
+	// Written right before the handoff: the final snapshot must carry it.
 	writeFile(t, p.Master, "last.txt", "written just before the handoff\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
