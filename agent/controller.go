@@ -395,17 +395,19 @@ func (d divergence) loserEpoch() uint64 {
 	if d.localWins {
 		side = d.res.Peer
 	}
-	return newestEpoch(side.AfterBase)
+	e, _ := newestEpoch(side.AfterBase)
+	return e
 }
 
-// newestEpoch is the epoch in the newest flocker snapshot name (0: none).
-func newestEpoch(snaps []snapshot.Snapshot) uint64 {
+// newestEpoch is the epoch in the newest flocker snapshot name; ok is
+// false when there is none (epoch 0 is a real epoch).
+func newestEpoch(snaps []snapshot.Snapshot) (epoch uint64, ok bool) {
 	for i := len(snaps) - 1; i >= 0; i-- {
 		if n, err := snapshot.ParseFlockerName(snaps[i].ShortName()); err == nil {
-			return n.Epoch
+			return n.Epoch, true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // planDivergence runs the divergence planner for a loop: ours against the
@@ -418,7 +420,8 @@ func newestEpoch(snaps []snapshot.Snapshot) uint64 {
 // epoch (an operator's snapshot on the replica, say) are no writes a master
 // acknowledged, and must never demote the master that serves.
 func planDivergence(cfg datasetConfig, local, peer []snapshot.Snapshot, localMaster bool) snapshot.Resolution {
-	le, pe := newestEpoch(local), newestEpoch(peer)
+	le, _ := newestEpoch(local)
+	pe, _ := newestEpoch(peer)
 	policy := cfg.policy
 	if le == pe {
 		if localMaster {

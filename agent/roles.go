@@ -303,8 +303,8 @@ func (a *Agent) snapshotHead(ctx context.Context, r *runner) error {
 		return err
 	}
 	sortByTXG(snaps)
-	epoch := newestEpoch(snaps)
-	if epoch == 0 {
+	epoch, ok := newestEpoch(snaps)
+	if !ok {
 		_, epoch = a.roleEpoch()
 	}
 	name := r.ds.ZFS + "@" + snapshot.FlockerName{Epoch: epoch, Seq: nextSeq(snaps, epoch)}.String()

@@ -107,7 +107,7 @@ epoch = 0
 		"b agent.rc":     "0\n",
 		"a agent.rc":     "0\n",
 		"b agent.log ~":  `"msg":"failover decision"`,
-		"a datasets ~":   "tank/flocker-stash/app-0-",
+		"a agent.log ~":  `"stash":"tank/flocker-stash/app-0-`,
 	}
 	for key, w := range want {
 		f := strings.Fields(key)
