@@ -410,7 +410,6 @@ func (m *master) answerSyncs(now time.Time) {
 	kept := m.syncs[:0]
 	for _, w := range m.syncs {
 		if done && !m.snapAt.Before(w.at) {
-			m.frozen = true
 			w.reply <- nil
 			m.log.Info("peer holds the final snapshot", "snapshot", top.ShortName(), "waited", now.Sub(w.at).Round(time.Millisecond))
 			continue
@@ -456,6 +455,11 @@ func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 	}
 	m.snapFails, m.snapRetry = 0, time.Time{}
 	m.snapAt = now
+	if len(m.syncs) > 0 {
+		// A handoff's final snapshot: the dataset is readonly, nothing
+		// after it can hold a write, and the peer takes over from it.
+		m.frozen = true
+	}
 	m.trig.Taken(now)
 	m.seq++
 	s := got[0]
