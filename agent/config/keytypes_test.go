@@ -24,7 +24,9 @@ var keyTypes = map[string]string{
 	"replication.bandwidth": "size",
 	"notify.mode":           "enum", "state.role": "enum",
 	"failover.witness": "ip",
-	"state.epoch":      "integer",
+	"state.epoch":      "integer", "failover.check_failures": "integer",
+	"failover.divergence":  "enum",
+	datasetKind + ".probe": "probe",
 }
 
 // freeForm are the types any text is valid for: a hook is a command line
