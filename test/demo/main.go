@@ -1,7 +1,10 @@
 // Command demo is `make demo`: two flocker hosts on this machine, built with
-// the same rig and agent harness the end-to-end tests use (network
-// namespaces, zfs-fuse pools, one agent process per host). It shows only
-// what flocker does today and says plainly what it does not yet.
+// the same harness the failover tests use (internal/failpair on
+// internal/agentpair: network namespaces, zfs-fuse pools, one agent process
+// per host, a service behind a floating address, client C). It tells the
+// whole story: replication and its lag, host A killed, C served by B, A
+// back and demoted with its divergent write stashed, status from both
+// sides; every figure it prints is measured in this run.
 package main
 
 import (
@@ -198,7 +201,7 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 	}
 	before, err := p.Get("note-4.txt", time.Second)
 	if err != nil {
-		return fmt.Errorf("C reading note-4.txt from alpha: %w", err)
+		return fmt.Errorf("client C reading note-4.txt from alpha: %w", err)
 	}
 
 	aBefore, err := config.Load(p.Master.Config)
@@ -235,10 +238,10 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 		bState.Epoch, p.VIP, took.Round(time.Millisecond))
 	after, err := p.Get("note-4.txt", time.Second)
 	if err != nil {
-		return fmt.Errorf("C reading note-4.txt from beta: %w", err)
+		return fmt.Errorf("client C reading note-4.txt from beta: %w", err)
 	}
 	if after != before {
-		return fmt.Errorf("C got %q for note-4.txt from beta, alpha had served %q", after, before)
+		return fmt.Errorf("client C got %q for note-4.txt from beta, alpha had served %q", after, before)
 	}
 	fmt.Fprintf(out, "  C reads note-4.txt through %v from beta: the replicated content, same as alpha served:\n    %s", p.VIP, after)
 	if err := os.WriteFile(filepath.Join(p.Slave.Mountpoint, "after.txt"), []byte(afterContent), 0o644); err != nil {
