@@ -18,6 +18,12 @@ type WrittenFunc func(ctx context.Context, dataset string) (bytes uint64, ok boo
 // Timer is the tier of last resort: it reports every target as changed at a
 // fixed interval, skipping targets whose `written` property says nothing was
 // written. It is also the slow safety net beside every eBPF tier.
+//
+// It sees every kind of change, but only at its interval, and later still
+// where it skips: OpenZFS updates `written` when the transaction group
+// syncs (zfs_txg_timeout, 5 s by default), so a change made just before a
+// tick shows at a later one. Without `written` (zfs-fuse) it cannot tell a
+// change from none and reports every interval.
 type Timer struct {
 	interval time.Duration
 	written  WrittenFunc
@@ -107,11 +113,13 @@ func (t *Timer) loop(ctx context.Context) {
 		}
 		t.mu.Unlock()
 		for _, tg := range targets {
+			// Flush first: stores through a shared mapping reach ZFS only
+			// on writeback, and `written` counts only what reached it.
+			if err := syncfs(tg.Mountpoint); err != nil {
+				t.log.Warn("syncfs failed; the change check may miss mapped stores", "dataset", tg.Name, "err", err)
+			}
 			if !t.changed(ctx, tg) {
 				continue
-			}
-			if err := syncfs(tg.Mountpoint); err != nil {
-				t.log.Warn("syncfs failed; reporting the change anyway", "dataset", tg.Name, "err", err)
 			}
 			select {
 			case t.changes <- Change{Time: time.Now(), Dataset: tg.Name, Tier: TierTimer, Hook: "interval"}:
