@@ -175,7 +175,7 @@ func TestFanotifyHoldsNoFilesOnTheDataset(t *testing.T) {
 			t.Errorf("descriptor %s is open on %s", l, target)
 		}
 	}
-	if err := p.destroy(20 * time.Second); err != nil {
+	if err := p.Close(); err != nil {
 		t.Fatalf("pool could not be destroyed while watched: %v", err)
 	}
 }
