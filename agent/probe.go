@@ -24,6 +24,19 @@ type ProbeReport struct {
 	Kernel KernelSection `json:"kernel"`
 	Tiers  []Tier        `json:"tiers"`
 	ZFS    ZFSSection    `json:"zfs"`
+	// Selection is what auto mode picks for the --mountpoint, present only
+	// when one was given.
+	Selection *SelectionSection `json:"selection,omitempty"`
+}
+
+// SelectionSection is the tier that loaded and attached for a mountpoint in
+// auto mode, and why each better tier was refused: the features above say
+// what the kernel offers, this says what actually works there.
+type SelectionSection struct {
+	Mountpoint string    `json:"mountpoint"`
+	Tier       string    `json:"tier"` // empty when none could watch it
+	Refused    []Refusal `json:"refused"`
+	Error      string    `json:"error,omitempty"` // why no tier could
 }
 
 // KernelSection is the BPF probe's findings plus the fanotify ones.
@@ -124,8 +137,34 @@ func Probe(ctx context.Context, opts ProbeOptions) (ProbeReport, error) {
 	}
 
 	r.Tiers = verifyEBPFTiers(ProbeTiers(r.Kernel), log)
+	if opts.Mountpoint != "" {
+		r.Selection = probeSelection(ctx, opts.Mountpoint, log)
+	}
 	r.ZFS = <-zfsDone
 	return r, nil
+}
+
+// probeSelection runs the auto selection for path and undoes it.
+func probeSelection(ctx context.Context, path string, log *slog.Logger) *SelectionSection {
+	sel := &SelectionSection{Mountpoint: path, Refused: []Refusal{}}
+	w, err := NewWatcher(WatcherOptions{Log: log})
+	if err != nil {
+		sel.Error = err.Error()
+		return sel
+	}
+	defer w.Close()
+	actx, cancel := context.WithTimeout(ctx, attachTimeout)
+	defer cancel()
+	st, err := w.Add(actx, Target{Name: path, Mountpoint: path})
+	if err != nil {
+		sel.Error = bpf.OneLine(err.Error())
+		return sel
+	}
+	sel.Tier = st.Tier
+	if st.Refused != nil {
+		sel.Refused = st.Refused
+	}
+	return sel
 }
 
 func detectZFS(ctx context.Context, cli *snapshot.CLI) ZFSSection {
@@ -240,6 +279,19 @@ func (r ProbeReport) WriteText(w io.Writer) error {
 		row(t.Name, yesNo(t.Available), t.Reason)
 	}
 
+	if sel := r.Selection; sel != nil {
+		fmt.Fprintf(tw, "\nauto selection for %s: %s\n", sel.Mountpoint, orNone(sel.Tier))
+		if sel.Error != "" {
+			row(sel.Error)
+		}
+		if len(sel.Refused) > 0 {
+			row("REFUSED", "REASON")
+			for _, ref := range sel.Refused {
+				row(ref.Tier, ref.Reason)
+			}
+		}
+	}
+
 	z := r.ZFS
 	fmt.Fprintf(tw, "\nzfs %s", z.Dialect)
 	if z.Version != "" {
@@ -270,6 +322,13 @@ func flushTrimmed(w io.Writer, tw *tabwriter.Writer, buf *bytes.Buffer) error {
 	}
 	_, err := io.WriteString(w, out.String())
 	return err
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func yesNo(b bool) string {

@@ -127,6 +127,15 @@ type jsonReport struct {
 		} `json:"features"`
 		Reason *string `json:"reason"`
 	} `json:"zfs"`
+	Selection *struct {
+		Mountpoint *string `json:"mountpoint"`
+		Tier       *string `json:"tier"`
+		Refused    []struct {
+			Tier   *string `json:"tier"`
+			Reason *string `json:"reason"`
+		} `json:"refused"`
+		Error *string `json:"error"`
+	} `json:"selection"`
 }
 
 // decodeProbeJSON decodes b strictly into the expected shape (no unknown
@@ -155,6 +164,9 @@ func decodeProbeJSON(t *testing.T, b []byte, withMountpoint bool) jsonReport {
 	}
 	if (k.Mountpoint != nil) != withMountpoint || (k.Mountpoint != nil && (k.Mountpoint.Path == nil || k.Mountpoint.FSID == nil)) {
 		t.Errorf("kernel.mountpoint: %+v (want present: %v)", k.Mountpoint, withMountpoint)
+	}
+	if sel := r.Selection; (sel != nil) != withMountpoint || (sel != nil && (sel.Mountpoint == nil || sel.Tier == nil || sel.Refused == nil)) {
+		t.Errorf("selection: %+v (want present: %v)", sel, withMountpoint)
 	}
 	for i, tier := range r.Tiers {
 		if tier.Name == nil || tier.Available == nil || tier.Reason == nil {
@@ -273,6 +285,20 @@ func TestProbeMountpointTmpfs(t *testing.T) {
 	}
 	if !r.Kernel.Fanotify.Available || !r.Kernel.FanotifyFID.Available {
 		t.Errorf("fanotify %+v, fanotify_fid %+v: want both available on tmpfs", r.Kernel.Fanotify, r.Kernel.FanotifyFID)
+	}
+	// What auto mode picks there: a tier that attached, after every better
+	// one was refused with its reason.
+	sel := r.Selection
+	if sel == nil || sel.Mountpoint != dir || sel.Tier == "" || sel.Error != "" {
+		t.Fatalf("selection %+v: want a tier for %s", sel, dir)
+	}
+	if i := slices.Index(Tiers, sel.Tier); len(sel.Refused) != i {
+		t.Errorf("selection %+v: want one refusal per better tier", sel)
+	}
+	for _, ref := range sel.Refused {
+		if ref.Reason == "" {
+			t.Errorf("refusal of %s has no reason", ref.Tier)
+		}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {

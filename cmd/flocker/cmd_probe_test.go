@@ -40,7 +40,13 @@ func TestProbeJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, stdout)
 	}
-	wantKeys(t, doc, "report", "kernel", "tiers", "zfs")
+	wantKeys(t, doc, "report", "kernel", "tiers", "zfs", "selection")
+	// A temporary directory is no mount root: nothing can watch it.
+	sel := object(t, doc["selection"], "selection")
+	wantKeys(t, sel, "selection", "mountpoint", "tier", "refused", "error")
+	if e, _ := sel["error"].(string); !strings.Contains(e, "not a mounted filesystem") || sel["tier"] != "" {
+		t.Errorf("selection for a plain directory: %v", sel)
+	}
 
 	kernel := object(t, doc["kernel"], "kernel")
 	features := []string{"btf", "ringbuf", "tp_btf", "tracepoint", "raw_tracepoint", "fentry", "fexit",

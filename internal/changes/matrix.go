@@ -28,6 +28,9 @@ type Expectations struct {
 	// Missed names the positive operations this tier does not report, each
 	// with the reason (its documented blind spots).
 	Missed map[string]string
+	// Spurious names negative operations this tier reports anyway, each
+	// with the reason (the timer counts the atime a read writes).
+	Spurious map[string]string
 	// Unsupported names the operations this filesystem refuses, each with
 	// the reason; any other refusal, or a listed operation that runs, fails.
 	Unsupported map[string]string
@@ -55,7 +58,7 @@ const (
 // Expect is the outcome ex sets for op.
 func (ex Expectations) Expect(op Op) Outcome {
 	switch {
-	case ex.Periodic:
+	case ex.Periodic, op.Negative && ex.Spurious[op.Name] != "":
 		return Reported
 	case op.Negative:
 		return Silent
@@ -68,16 +71,17 @@ func (ex Expectations) Expect(op Op) Outcome {
 // RunMatrix runs every operation against notifier n watching target, each as
 // a subtest: prepare, wait until n is quiet (which also absorbs what closing
 // the previous operation changed), run, and check the
-// outcome ex expects. A reported operation runs a second time to prove that
-// the notifier re-armed after its first report. Unknown names in
-// ex.Missed or ex.Unsupported fail the test, so the lists stay true.
+// outcome ex expects. A reported positive operation runs a second time to
+// prove that the notifier re-armed after its first report. Unknown names in
+// ex.Missed, ex.Spurious or ex.Unsupported fail the test, so the lists stay
+// true.
 func RunMatrix(t *testing.T, n agent.Notifier, target agent.Target, ops []Op, ex Expectations) {
 	t.Helper()
 	if ex.Deadline <= 0 || ex.Quiet <= 0 {
 		t.Fatalf("matrix: Deadline %v and Quiet %v must be positive", ex.Deadline, ex.Quiet)
 	}
 	names := Names(ops)
-	for _, m := range []map[string]string{ex.Missed, ex.Unsupported} {
+	for _, m := range []map[string]string{ex.Missed, ex.Spurious, ex.Unsupported} {
 		for name := range m {
 			if !slices.Contains(names, name) {
 				t.Fatalf("matrix: expectations name %q, which is not among the operations", name)
@@ -135,12 +139,15 @@ func (m *matrix) run(op Op, outcome Outcome) string {
 		}
 		hooks = append(hooks, hook)
 	}
-	switch outcome {
-	case Reported:
+	switch {
+	case outcome == Reported && op.Negative && !m.ex.Periodic:
+		return "reported although nothing changed (as documented: " + m.ex.Spurious[op.Name] + ")"
+	case outcome == Reported:
 		return "reported by " + strings.Join(hooks, ", ")
-	case Missed:
+	case outcome == Missed:
 		return "missed (as documented: " + m.ex.Missed[op.Name] + ")"
 	}
+
 	return "silent"
 }
 

@@ -209,8 +209,10 @@ func goTestScript(g GoTest) string {
 	}
 	// /share/pkg exists only when testdata was shipped; /tmp otherwise.
 	b.WriteString("cd " + guestPkgDir + " 2>/dev/null || cd /tmp\n")
-	b.WriteString(strings.Join(args, " ") + " >/out/test.out 2>&1\nrc=$?\n")
-	b.WriteString("echo $rc >/out/test.rc\necho \"gotest: test binary exit $rc\"\nexit $rc\n")
+	// The output goes to the console too, to follow a long run in
+	// console.log; the exit code travels through a file past the pipe.
+	b.WriteString("{ " + strings.Join(args, " ") + " 2>&1; echo $? >/out/test.rc; } | tee /out/test.out\n")
+	b.WriteString("rc=$(cat /out/test.rc)\necho \"gotest: test binary exit $rc\"\nexit $rc\n")
 	return b.String()
 }
 

@@ -27,8 +27,8 @@ func TestGoTestScript(t *testing.T) {
 	for _, want := range []string{
 		"(\nset -e\nmodprobe zfs\n) || { rc=$?; echo \"gotest: setup failed: $rc\"; exit 100; }\n",
 		"export CI=true FLOCKER_VM_GUEST=1\nexport A='1'\nexport B='it'\\''s'\n",
-		"'/share/pkg.test' '-test.v' '-test.count=1' '-test.timeout=4m30s' '-test.run=^TestX$' '-test.short' >/out/test.out 2>&1\n",
-		"echo $rc >/out/test.rc\n",
+		"{ '/share/pkg.test' '-test.v' '-test.count=1' '-test.timeout=4m30s' '-test.run=^TestX$' '-test.short' 2>&1; echo $? >/out/test.rc; } | tee /out/test.out\n",
+		"rc=$(cat /out/test.rc)\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q:\n%s", want, s)
