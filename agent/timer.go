@@ -23,7 +23,9 @@ type WrittenFunc func(ctx context.Context, dataset string) (bytes uint64, ok boo
 // where it skips: OpenZFS updates `written` when the transaction group
 // syncs (zfs_txg_timeout, 5 s by default), so a change made just before a
 // tick shows at a later one. Without `written` (zfs-fuse) it cannot tell a
-// change from none and reports every interval.
+// change from none and reports every interval. A tick that comes before the
+// consumer's snapshot of the last report finished reports that change again:
+// an extra, empty snapshot, never a lost change.
 type Timer struct {
 	interval time.Duration
 	written  WrittenFunc
