@@ -27,21 +27,12 @@ func badTarget(cause error, format string, args ...any) error {
 	return &BadTargetError{Msg: fmt.Sprintf(format, args...), Err: cause}
 }
 
-// ResolveTarget turns a MOUNTPOINT (a path: it starts with '/' or '.') or a
-// DATASET name into a Target. A mountpoint must be the root of a mounted
-// filesystem; when that is a ZFS dataset the target is named after it,
-// otherwise after the path (any filesystem can be watched, as a diagnostic).
-// A dataset is resolved through ZFS and must be mounted: its mountpoint must
-// hold that very dataset. The returned Mount is what is mounted there.
-// Errors about the argument are a *BadTargetError.
-func ResolveTarget(ctx context.Context, cli *snapshot.CLI, arg string) (Target, Mount, error) {
-	if strings.HasPrefix(arg, "/") || strings.HasPrefix(arg, ".") {
-		return resolveMountpoint(arg)
-	}
-	return resolveDataset(ctx, cli, arg)
-}
-
-func resolveMountpoint(arg string) (Target, Mount, error) {
+// ResolveMountpoint turns a path into a Target: it must be the root of a
+// mounted filesystem. When that is a ZFS dataset the target is named after
+// it, otherwise after the path (any filesystem can be watched, as a
+// diagnostic). The returned Mount is what is mounted there. Errors about
+// the argument are a *BadTargetError.
+func ResolveMountpoint(arg string) (Target, Mount, error) {
 	path, err := filepath.Abs(arg)
 	if err == nil {
 		path, err = filepath.EvalSymlinks(path)
@@ -74,31 +65,27 @@ func containingMount(mounts MountTable, path string) string {
 	}
 }
 
-func resolveDataset(ctx context.Context, cli *snapshot.CLI, ds string) (Target, Mount, error) {
+// ResolveDataset turns a dataset name into a Target through ZFS: the
+// dataset must exist and be mounted, and its mountpoint must hold that very
+// dataset. Errors about the argument are a *BadTargetError.
+func ResolveDataset(ctx context.Context, z *snapshot.ZFS, ds string) (Target, Mount, error) {
 	if err := snapshot.ValidateDataset(ds); err != nil {
 		return Target{}, Mount{}, badTarget(err, "%v (a mountpoint must be a path)", err)
 	}
-	out, err := cli.ZFS(ctx, "get", "-H", "-o", "property,value", "mounted,mountpoint", ds)
+	mp, mounted, err := z.Mountpoint(ctx, ds)
+	if errors.Is(err, snapshot.ErrNotFound) {
+		return Target{}, Mount{}, badTarget(err, "dataset %s does not exist", ds)
+	}
 	if err != nil {
-		var ce *snapshot.CmdError
-		if errors.As(err, &ce) && ce.ExitCode > 0 {
-			return Target{}, Mount{}, badTarget(err, "dataset %s: %s", ds, strings.TrimSpace(strings.SplitN(ce.Stderr, "\n", 2)[0]))
-		}
-		return Target{}, Mount{}, fmt.Errorf("dataset %s: asking ZFS: %w", ds, err)
+		return Target{}, Mount{}, fmt.Errorf("dataset %s: %w", ds, err)
 	}
-	props := map[string]string{}
-	for line := range strings.Lines(string(out)) {
-		k, v, _ := strings.Cut(strings.TrimRight(line, "\n"), "\t")
-		props[k] = v
-	}
-	if props["mounted"] != "yes" {
-		return Target{}, Mount{}, badTarget(nil, "dataset %s is not mounted (mounted=%q)", ds, props["mounted"])
+	if !mounted {
+		return Target{}, Mount{}, badTarget(nil, "dataset %s is not mounted (mountpoint %s)", ds, mp)
 	}
 	mounts, err := ReadMounts()
 	if err != nil {
 		return Target{}, Mount{}, err
 	}
-	mp := props["mountpoint"]
 	m, ok := mounts[mp]
 	if !ok || !m.IsZFS() || m.Source != ds {
 		// mountpoint=legacy (or a mount table that disagrees): find the
@@ -116,3 +103,7 @@ func resolveDataset(ctx context.Context, cli *snapshot.CLI, ds string) (Target, 
 	}
 	return Target{Name: ds, Mountpoint: m.Mountpoint}, m, nil
 }
+
+// IsPath says whether a watch argument names a mountpoint (a path) rather
+// than a dataset.
+func IsPath(arg string) bool { return strings.HasPrefix(arg, "/") || strings.HasPrefix(arg, ".") }

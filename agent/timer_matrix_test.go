@@ -70,7 +70,7 @@ func TestTimerMatrixZFSFuse(t *testing.T) {
 	if d.Name != snapshot.DialectZFSFuse || d.Features.WrittenProperty {
 		t.Fatalf("dialect %s with written=%v: want zfs-fuse without written", d.Name, d.Features.WrittenProperty)
 	}
-	written := agent.ZFSWritten(p.cli, d.Features)
+	written := agent.ZFSWritten(snapshot.NewWithDialect(p.cli, d, testLog(t)))
 	if _, ok, err := written(ctx, tg.Name); ok || err != nil {
 		t.Fatalf("written on zfs-fuse: ok=%v err=%v, want ok=false", ok, err)
 	}

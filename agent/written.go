@@ -2,30 +2,22 @@ package agent
 
 import (
 	"context"
-	"fmt"
-	"strconv"
-	"strings"
+	"errors"
 
 	"github.com/flockerha/flocker/snapshot"
 )
 
-// ZFSWritten returns the timer's WrittenFunc for a ZFS of the given
-// features: `zfs get -Hp -o value written DATASET` where the dialect has the
-// property; where it has none (zfs-fuse) it answers "cannot tell" without
-// running anything.
-func ZFSWritten(cli *snapshot.CLI, f snapshot.Features) WrittenFunc {
-	if !f.WrittenProperty {
-		return func(context.Context, string) (uint64, bool, error) { return 0, false, nil }
-	}
+// ZFSWritten returns the timer's WrittenFunc for a ZFS adapter: the written
+// property where the dialect has it; where it has none (zfs-fuse) it answers
+// "cannot tell" without running anything.
+func ZFSWritten(z *snapshot.ZFS) WrittenFunc {
 	return func(ctx context.Context, dataset string) (uint64, bool, error) {
-		out, err := cli.ZFS(ctx, "get", "-Hp", "-o", "value", "written", dataset)
-		if err != nil {
-			return 0, false, fmt.Errorf("reading written of %s: %w", dataset, err)
+		n, err := z.Written(ctx, dataset)
+		if errors.Is(err, snapshot.ErrUnsupported) {
+			return 0, false, nil
 		}
-		v := strings.TrimSpace(string(out))
-		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			return 0, false, fmt.Errorf("written of %s: %q is not a byte count", dataset, v)
+			return 0, false, err
 		}
 		return n, true, nil
 	}

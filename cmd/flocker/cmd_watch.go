@@ -52,8 +52,28 @@ func watch(ctx context.Context, e *env, arg string, opts agent.WatcherOptions, a
 	if opts.Mode != agent.ModeAuto && !slices.Contains(agent.Tiers, opts.Mode) {
 		return fail(e, "watch", fmt.Errorf("%w: --mode %q: want auto or one of %s", errUsage, opts.Mode, strings.Join(agent.Tiers, ", ")))
 	}
-	cli := snapshot.NewCLI("", "", e.log)
-	tg, m, err := agent.ResolveTarget(ctx, cli, arg)
+	var (
+		tg  agent.Target
+		m   agent.Mount
+		z   *snapshot.ZFS
+		err error
+	)
+	zfs := func() (*snapshot.ZFS, error) {
+		if z == nil {
+			var err error
+			if z, err = snapshot.New(ctx, snapshot.NewCLI("", "", e.log), e.log); err != nil {
+				return nil, fmt.Errorf("asking ZFS: %w", err)
+			}
+		}
+		return z, nil
+	}
+	if agent.IsPath(arg) {
+		tg, m, err = agent.ResolveMountpoint(arg)
+	} else if _, err = zfs(); err == nil {
+		tg, m, err = agent.ResolveDataset(ctx, z, arg)
+	} else {
+		err = fmt.Errorf("dataset %s: %w", arg, err)
+	}
 	var bad *agent.BadTargetError
 	if errors.As(err, &bad) {
 		return fail(e, "watch", fmt.Errorf("%w: %w", errUsage, err))
@@ -64,11 +84,10 @@ func watch(ctx context.Context, e *env, arg string, opts agent.WatcherOptions, a
 	if m.IsZFS() {
 		// The timers skip a dataset whose `written` says nothing changed,
 		// where the dialect has the property.
-		d, err := cli.Detect(ctx)
-		if err != nil {
+		if _, err := zfs(); err != nil {
 			return fail(e, "watch", err)
 		}
-		opts.Written = agent.ZFSWritten(cli, d.Features)
+		opts.Written = agent.ZFSWritten(z)
 	}
 
 	w, err := agent.NewWatcher(opts)
