@@ -5,7 +5,9 @@ package changes
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -112,7 +114,16 @@ func u32(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off]
 
 // write submits one IORING_OP_WRITE of buf at off and waits for its
 // completion. buf must stay mapped until then (see anonPage).
+//
+// io_uring_enter returns the number it submitted even when its wait for
+// the completion was cut short (a signal: Go preempts goroutines with
+// SIGURG), so the CQ ring, not the return value, says whether the write
+// completed; a repeated wait submits again only if the kernel's SQ head says
+// it did not take the entry. The goroutine stays on its thread, since a
+// completion can arrive as task work for the submitting thread.
 func (r *ring) write(fd int, buf []byte, off uint64) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	tail := atomic.LoadUint32(u32(r.sq, r.p.sqOff.tail))
 	idx := tail & *u32(r.sq, r.p.sqOff.ringMask)
 	e := (*sqe)(unsafe.Pointer(&r.sqes[uintptr(idx)*unsafe.Sizeof(sqe{})]))
@@ -121,19 +132,20 @@ func (r *ring) write(fd int, buf []byte, off uint64) error {
 	*u32(r.sq, r.p.sqOff.array+idx*4) = idx
 	atomic.StoreUint32(u32(r.sq, r.p.sqOff.tail), tail+1)
 
-	for {
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 1, uringEnterGetEvs, 0, 0)
-		if errno == unix.EINTR {
-			continue
+	head := atomic.LoadUint32(u32(r.cq, r.p.cqOff.head))
+	deadline := time.Now().Add(uringWait)
+	for head == atomic.LoadUint32(u32(r.cq, r.p.cqOff.tail)) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("io_uring: no completion within %v", uringWait)
 		}
-		if errno != 0 {
+		toSubmit := uintptr(0)
+		if atomic.LoadUint32(u32(r.sq, r.p.sqOff.head)) != tail+1 {
+			toSubmit = 1
+		}
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, 1, uringEnterGetEvs, 0, 0)
+		if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN {
 			return fmt.Errorf("io_uring_enter: %w", errno)
 		}
-		break
-	}
-	head := atomic.LoadUint32(u32(r.cq, r.p.cqOff.head))
-	if head == atomic.LoadUint32(u32(r.cq, r.p.cqOff.tail)) {
-		return errors.New("io_uring: no completion after waiting for one")
 	}
 	ci := head & *u32(r.cq, r.p.cqOff.ringMask)
 	c := *(*cqe)(unsafe.Pointer(&r.cq[uintptr(r.p.cqOff.cqes)+uintptr(ci)*unsafe.Sizeof(cqe{})]))
@@ -146,6 +158,9 @@ func (r *ring) write(fd int, buf []byte, off uint64) error {
 	}
 	return nil
 }
+
+// uringWait bounds the wait for one write's completion on a loaded machine.
+const uringWait = 30 * time.Second
 
 func (r *ring) close() error {
 	var errs []error
