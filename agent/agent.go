@@ -25,11 +25,9 @@ type Options struct {
 	// Notifier reports changes to the master's datasets; the agent adds a
 	// target per dataset (named by its ZFS dataset) and closes it on Close.
 	// Required when the node is master.
+	// A Watcher also gives each dataset's status its tier and refusals.
 	Notifier Notifier
-	// Refused says why better notifier tiers were not chosen (tier ->
-	// reason), for status.
-	Refused map[string]string
-	Logger  *slog.Logger
+	Logger   *slog.Logger
 	// Transport overrides timing of the transport (tests); zero values
 	// take its defaults.
 	Transport transport.Config
@@ -123,7 +121,7 @@ func New(opts Options) (*Agent, error) {
 		role:    c.State.Role,
 		epoch:   c.State.Epoch,
 	}
-	a.tier = NotifierStatus{Refused: opts.Refused}
+	a.tier = NotifierStatus{} // a Watcher gives each dataset its own in startMaster
 	if opts.Notifier != nil {
 		a.tier.Tier = opts.Notifier.Tier()
 	}
@@ -222,6 +220,23 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		"peer", a.cfg.Peer.Name, "peer_addr", a.cfg.Peer.Address.String(), "datasets", len(a.cfg.Datasets),
 		"zfs", a.opts.Dialect.Name, "tier", tierName(a.opts.Notifier))
 	return nil
+}
+
+// targetStatuser is a notifier that picks a tier per target (Watcher).
+type targetStatuser interface {
+	TargetStatus(name string) (TargetStatus, bool)
+}
+
+// notifierStatus is a target's tier and refusals as the status shows them.
+func notifierStatus(st TargetStatus) NotifierStatus {
+	ns := NotifierStatus{Tier: st.Tier, SafetyNet: st.SafetyNet}
+	for _, r := range st.Refused {
+		if ns.Refused == nil {
+			ns.Refused = map[string]string{}
+		}
+		ns.Refused[r.Tier] = r.Reason
+	}
+	return ns
 }
 
 func tierName(n Notifier) string {

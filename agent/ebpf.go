@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,7 @@ type ebpfOptions struct {
 	ringSize int
 	lostPoll time.Duration
 	zfs      BlockZFS
-	mounts   func() ([]mountEntry, error)
+	mounts   func() (MountTable, error)
 }
 
 // EBPFLog sets the logger (default: discard).
@@ -120,7 +121,7 @@ var _ Notifier = (*EBPF)(nil)
 // returns is an *EBPF. When the tier does not work here the error is a
 // *bpf.TierError naming each program the kernel refused and why.
 func NewEBPF(tier string, opts ...EBPFOption) (Notifier, error) {
-	o := ebpfOptions{lostPoll: DefaultLostPoll, mounts: readMountinfo}
+	o := ebpfOptions{lostPoll: DefaultLostPoll, mounts: ReadMounts}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -194,10 +195,11 @@ func (e *EBPF) Add(ctx context.Context, t Target) error {
 	}
 	var paths []string
 	for _, m := range mounts {
-		if m.dev == dev {
-			paths = append(paths, m.point)
+		if m.KernelDev() == dev {
+			paths = append(paths, m.Mountpoint)
 		}
 	}
+	slices.Sort(paths)
 	if len(paths) == 0 {
 		return fmt.Errorf("target %s: device %d:%d is not in the mount table", t.Mountpoint, dev>>20, dev&(1<<20-1))
 	}
@@ -225,9 +227,9 @@ func (e *EBPF) addableLocked(t Target) error {
 // addBlock watches t's pool's devices, shared by its datasets. The pool's
 // vdevs are listed without the lock held (a zpool run), so events keep
 // flowing meanwhile.
-func (e *EBPF) addBlock(ctx context.Context, t Target, dev uint32, mounts []mountEntry) error {
+func (e *EBPF) addBlock(ctx context.Context, t Target, dev uint32, mounts MountTable) error {
 	for _, m := range mounts {
-		if m.dev == dev && m.fstype == "fuse.zfs" {
+		if m.KernelDev() == dev && m.FSType == "fuse.zfs" {
 			return fmt.Errorf("block notifier: target %s is on zfs-fuse, which writes its pool through files, not a block device this tier could watch", t.Mountpoint)
 		}
 	}

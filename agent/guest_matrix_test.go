@@ -99,7 +99,7 @@ func TestGuestMatricesOpenZFS(t *testing.T) {
 	timer := func(t *testing.T, name string, ops func(*changes.Env) []changes.Op, ex changes.Expectations, props ...string) {
 		tg, other := dataset(t, name, props...), dataset(t, name+"-sibling")
 		env := &changes.Env{Dir: tg.Mountpoint, Other: other.Mountpoint, Aside: t.TempDir()}
-		tm := newTimer(t, guestTimerInterval, agent.ZFSWritten(snapshot.NewWithDialect(cli, d, nil)), tg)
+		tm := newTimer(t, guestTimerInterval, agent.WrittenFromZFS(snapshot.NewWithDialect(cli, d, nil), d), tg)
 		var seq atomic.Int32
 		ex.Tier, ex.Deadline, ex.Quiet, ex.Hook = agent.TierTimer, guestDeadline, guestTimerQuiet, intervalHook
 		ex.Unsupported = openZFSUnsupported

@@ -15,6 +15,7 @@ import (
 // Mount is one line of /proc/self/mountinfo, the fields the watcher uses.
 type Mount struct {
 	Dev        uint64 // st_dev of files on it (unix.Mkdev of major:minor)
+	Root       string // the filesystem's directory mounted here ("/", or a bind mount's subtree)
 	Mountpoint string
 	FSType     string
 	Source     string // for ZFS: the dataset
@@ -55,11 +56,13 @@ func ParseMountinfo(b []byte) (MountTable, error) {
 		maj, min, ok := strings.Cut(f[2], ":")
 		ma, err1 := strconv.ParseUint(maj, 10, 32)
 		mi, err2 := strconv.ParseUint(min, 10, 32)
-		if !ok || err1 != nil || err2 != nil {
+		// The kernel's dev_t has 12 bits of major and 20 of minor.
+		if !ok || err1 != nil || err2 != nil || ma >= 1<<12 || mi >= 1<<20 {
 			return nil, fmt.Errorf("mountinfo line %d: device %q is not MAJOR:MINOR", i+1, f[2])
 		}
 		m := Mount{
 			Dev:        unix.Mkdev(uint32(ma), uint32(mi)),
+			Root:       unescapeMountinfo(f[3]),
 			Mountpoint: unescapeMountinfo(f[4]),
 			FSType:     f[sep+1],
 			Source:     unescapeMountinfo(f[sep+2]),
@@ -88,6 +91,10 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
+
+// KernelDev is Dev in the kernel's encoding (major<<20|minor), the s_dev
+// BPF programs compare.
+func (m Mount) KernelDev() uint32 { return kernelDev(m.Dev) }
 
 // IsZFS reports whether m is a ZFS dataset: OpenZFS mounts as "zfs",
 // zfs-fuse as "fuse.zfs".

@@ -52,3 +52,21 @@ type Notifier interface {
 	// Close stops the notifier and waits for its goroutines.
 	Close() error
 }
+
+// Refusal is why one tier could not watch one target.
+type Refusal struct {
+	Tier   string `json:"tier"`
+	Reason string `json:"reason"`
+}
+
+// TargetStatus is what the watcher knows about one target.
+type TargetStatus struct {
+	Target Target `json:"target"`
+	// Tier watching it now; empty while its filesystem is not mounted.
+	Tier string `json:"tier"`
+	// Refused lists, best first, each better tier and why it was refused.
+	Refused []Refusal `json:"refused"`
+	// SafetyNet is the interval of the timer beside Tier (0: none).
+	SafetyNet time.Duration `json:"safety_net"`
+	Dev       uint64        `json:"dev"`
+}

@@ -155,7 +155,7 @@ func probeSelection(ctx context.Context, path string, log *slog.Logger) *Selecti
 	defer w.Close()
 	actx, cancel := context.WithTimeout(ctx, attachTimeout)
 	defer cancel()
-	st, err := w.Add(actx, Target{Name: path, Mountpoint: path})
+	st, err := w.Watch(actx, Target{Name: path, Mountpoint: path})
 	if err != nil {
 		sel.Error = bpf.OneLine(err.Error())
 		return sel

@@ -113,6 +113,14 @@ func (a *Agent) startMaster(ctx context.Context, r *runner) error {
 	if err := a.opts.Notifier.Add(ctx, Target{Name: r.ds.ZFS, Mountpoint: mp}); err != nil {
 		return fmt.Errorf("dataset %s: watching %s with the %s tier: %w", r.ds.Name, mp, a.opts.Notifier.Tier(), err)
 	}
+	if ts, ok := a.opts.Notifier.(targetStatuser); ok {
+		if st, ok := ts.TargetStatus(r.ds.ZFS); ok {
+			m.tier = notifierStatus(st) // before m runs: no race
+			m.st.Notifier = m.tier
+		}
+	}
+	a.log.Info("dataset notifier", "dataset", r.ds.Name, "zfs", r.ds.ZFS, "tier", m.tier.Tier,
+		"safety_net", m.tier.SafetyNet.String(), "refused", m.tier.Refused)
 	a.run(r, m, nil)
 	return nil
 }

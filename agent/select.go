@@ -50,18 +50,34 @@ const (
 type FactoryConfig struct {
 	TimerInterval time.Duration
 	Written       WrittenFunc // nil: report every interval
+	Block         BlockZFS    // the block tier's ZFS queries; nil: no ZFS here
 	Log           *slog.Logger
 }
 
 // Factory builds one tier's notifier ("loads" it); Add on it attaches.
 type Factory func(FactoryConfig) (Notifier, error)
 
-// DefaultFactories returns the constructors of the tiers this build has.
-// The eBPF tiers join here, one line each, as their notifier lands.
+// DefaultFactories returns the constructors of every tier.
 func DefaultFactories() map[string]Factory {
+	ebpf := func(tier string) Factory {
+		return func(c FactoryConfig) (Notifier, error) {
+			opts := []EBPFOption{EBPFLog(c.Log)}
+			if tier == TierBlock {
+				if c.Block == nil {
+					return nil, errors.New("the block tier needs ZFS, and none was given")
+				}
+				opts = append(opts, EBPFBlockZFS(c.Block))
+			}
+			return NewEBPF(tier, opts...)
+		}
+	}
 	return map[string]Factory{
-		TierFanotify: func(c FactoryConfig) (Notifier, error) { return NewFanotify(c.Log) },
-		TierTimer:    func(c FactoryConfig) (Notifier, error) { return NewTimer(c.TimerInterval, c.Written, c.Log) },
+		TierFentry:     ebpf(TierFentry),
+		TierKprobe:     ebpf(TierKprobe),
+		TierTracepoint: ebpf(TierTracepoint),
+		TierBlock:      ebpf(TierBlock),
+		TierFanotify:   func(c FactoryConfig) (Notifier, error) { return NewFanotify(c.Log) },
+		TierTimer:      func(c FactoryConfig) (Notifier, error) { return NewTimer(c.TimerInterval, c.Written, c.Log) },
 	}
 }
 
@@ -72,31 +88,15 @@ type WatcherOptions struct {
 	SafetyNet     time.Duration      // default DefaultSafetyNet
 	TimerInterval time.Duration      // default DefaultTimerInterval
 	Written       WrittenFunc        // for both timers; nil: cannot tell
+	Block         BlockZFS           // for the block tier; nil: it refuses
 	Log           *slog.Logger
-}
-
-// Refusal is why one tier could not watch one target.
-type Refusal struct {
-	Tier   string `json:"tier"`
-	Reason string `json:"reason"`
-}
-
-// TargetStatus is what the watcher knows about one target.
-type TargetStatus struct {
-	Target Target `json:"target"`
-	// Tier watching it now; empty while its filesystem is not mounted.
-	Tier string `json:"tier"`
-	// Refused lists, best first, each better tier and why it was refused.
-	Refused []Refusal `json:"refused"`
-	// SafetyNet is the interval of the timer beside Tier (0: none).
-	SafetyNet time.Duration `json:"safety_net"`
-	Dev       uint64        `json:"dev"`
 }
 
 // Watcher watches many targets, each with the best tier that works for it,
 // and merges their changes into one stream. It notices when a target's
-// filesystem is unmounted or mounted anew (a new device number: a remount,
-// or the dataset destroyed and created again) and re-targets it.
+// filesystem is unmounted or mounted anew (a remount, or the dataset
+// destroyed and created again) and re-targets it. It is itself a Notifier,
+// so the agent takes it where it takes one tier.
 type Watcher struct {
 	opts WatcherOptions
 	log  *slog.Logger
@@ -175,13 +175,26 @@ func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 	return w, nil
 }
 
+var _ Notifier = (*Watcher)(nil)
+
 // Changes is the merged stream of every tier's changes; Close closes it.
 func (w *Watcher) Changes() <-chan Change { return w.out }
 
-// Add watches t with the best tier that loads and attaches (only the forced
-// tier when the mode is not auto), plus the safety-net timer beside an
-// event tier. The returned status lists why every better tier was refused.
-func (w *Watcher) Add(ctx context.Context, t Target) (TargetStatus, error) {
+// Tier is the mode: auto, or the one tier forced. Each target's own tier
+// is in its status.
+func (w *Watcher) Tier() string { return w.opts.Mode }
+
+// Add is Watch for callers that take any Notifier.
+func (w *Watcher) Add(ctx context.Context, t Target) error {
+	_, err := w.Watch(ctx, t)
+	return err
+}
+
+// Watch watches t with the best tier that loads and attaches (only the
+// forced tier when the mode is not auto), plus the safety-net timer beside
+// an event tier. The returned status lists why every better tier was
+// refused.
+func (w *Watcher) Watch(ctx context.Context, t Target) (TargetStatus, error) {
 	mp, err := filepath.Abs(t.Mountpoint)
 	if err != nil {
 		return TargetStatus{}, fmt.Errorf("target %s: %w", t.Mountpoint, err)
@@ -293,7 +306,7 @@ func (w *Watcher) load(tier string) (Notifier, error) {
 }
 
 func (w *Watcher) config(interval time.Duration) FactoryConfig {
-	return FactoryConfig{TimerInterval: interval, Written: w.opts.Written, Log: w.log}
+	return FactoryConfig{TimerInterval: interval, Written: w.opts.Written, Block: w.opts.Block, Log: w.log}
 }
 
 // addSafetyNet adds t to the slow timer, starting it on first use.
@@ -366,6 +379,37 @@ func (w *Watcher) unwatchRoot(wt *watched) {
 		unix.InotifyRmWatch(w.inotifyFD, uint32(wt.wd))
 	}
 	wt.wd = -1
+}
+
+// TargetStatus returns the named target's status.
+func (w *Watcher) TargetStatus(name string) (TargetStatus, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt := w.targets[name]
+	if wt == nil {
+		return TargetStatus{}, false
+	}
+	s := wt.status
+	s.Refused = slices.Clone(s.Refused)
+	return s, true
+}
+
+// EBPFStats sums the counters of the eBPF tiers loaded so far (for metrics:
+// a non-zero Lost means the ring buffer filled at some point).
+func (w *Watcher) EBPFStats() EBPFStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sum EBPFStats
+	for _, n := range w.notifiers {
+		if e, ok := n.(*EBPF); ok {
+			s := e.Stats()
+			sum.Events += s.Events
+			sum.Lost += s.Lost
+			sum.Delivered += s.Delivered
+			sum.Unconfirmed += s.Unconfirmed
+		}
+	}
+	return sum
 }
 
 // Status returns every target's status, sorted by name.

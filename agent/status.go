@@ -106,6 +106,8 @@ type DatasetStatus struct {
 type NotifierStatus struct {
 	Tier    string            `json:"tier"`
 	Refused map[string]string `json:"refused,omitempty"` // tier -> reason
+	// SafetyNet is the interval of the timer beside an event tier (0: none).
+	SafetyNet time.Duration `json:"safety_net_ns,omitempty"`
 }
 
 // SnapshotRef names a snapshot.

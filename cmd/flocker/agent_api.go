@@ -14,8 +14,11 @@ import (
 // (only once the API serves, after the agent exists).
 func newAgentMetrics(status func() agent.Status, n agent.Notifier) *api.Metrics {
 	var ring api.RingBufferStats
-	if e, ok := n.(*agent.EBPF); ok {
-		ring = func() uint64 { return e.Stats().Lost }
+	switch n := n.(type) {
+	case *agent.Watcher: // the agent's notifier: sums its eBPF tiers
+		ring = func() uint64 { return n.EBPFStats().Lost }
+	case *agent.EBPF:
+		ring = func() uint64 { return n.Stats().Lost }
 	}
 	return api.NewMetrics(status, ring)
 }

@@ -67,14 +67,14 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 		return fail(e, "agent", err)
 	}
 	z := snapshot.NewWithDialect(cli, dialect, e.log)
-	notifier, refused, err := selectNotifier(ctx, c, cli, z, dialect, e.log)
+	notifier, err := selectNotifier(c, cli, z, dialect, e.log)
 	if err != nil {
 		return fail(e, "agent", err)
 	}
 	var a *agent.Agent
 	metrics := newAgentMetrics(func() agent.Status { return a.Status() }, notifier)
 	a, err = agent.New(agent.Options{
-		Config: c, Cert: cert, ZFS: z, Dialect: dialect, Notifier: notifier, Refused: refused, Logger: e.log,
+		Config: c, Cert: cert, ZFS: z, Dialect: dialect, Notifier: notifier, Logger: e.log,
 		Observer:   metrics,
 		ZFSTimeout: zfsTimeout,
 		Children:   agent.CLIChildren{CLI: cli},
@@ -106,43 +106,19 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 	return exitOK
 }
 
-// selectNotifier picks the change-notification tier. A slave gets one too:
-// failover may promote it at any time. A forced
-// eBPF tier ([notify] mode = fentry, kprobe, tracepoint or block) is loaded
-// as asked, and the agent refuses to start when this kernel refuses it.
-// `auto` runs the timer tier until the tier selection (best tier that loads,
-// the timer beside it as a safety net) lands with the notifier work; fanotify
-// is not built yet.
-func selectNotifier(ctx context.Context, c *config.Config, cli *snapshot.CLI, z agent.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, map[string]string, error) {
-	refused := map[string]string{}
-	switch mode := c.Notify.Mode; mode {
-	case config.NotifyAuto:
-		for _, t := range agent.Tiers {
-			if t != agent.TierTimer {
-				refused[t] = "mode auto does not select it yet (the tier selection is not wired into the agent); force it with [notify] mode"
-			}
-		}
-	case config.NotifyTimer:
-	case config.NotifyFanotify:
-		return nil, nil, fmt.Errorf("[notify] mode = fanotify: that tier is not built yet; use auto, timer or an eBPF tier")
-	default:
-		opts := []agent.EBPFOption{agent.EBPFLog(log)}
-		if mode == config.NotifyBlock {
-			q, err := agent.NewZFSBlockQueries(ctx, cli, log)
-			if err != nil {
-				return nil, nil, err
-			}
-			opts = append(opts, agent.EBPFBlockZFS(q))
-		}
-		n, err := agent.NewEBPF(mode, opts...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("[notify] mode = %s: %w", mode, err)
-		}
-		return n, nil, nil
-	}
-	t, err := agent.NewTimer(c.Notify.Interval, agent.WrittenFromZFS(z, d), log)
-	if err != nil {
-		return nil, nil, err
-	}
-	return t, refused, nil
+// selectNotifier builds the change notifier: a Watcher that picks, per
+// dataset, the best tier that loads and attaches ([notify] mode = auto) or
+// runs the one tier forced, with the safety-net timer beside an event tier.
+// A slave gets one too (failover may promote it; tiers load only when a
+// dataset is first watched). A forced tier this kernel refuses fails the
+// master's start, naming why; each dataset's status names its tier and why
+// better ones were refused.
+func selectNotifier(c *config.Config, cli *snapshot.CLI, z *snapshot.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, error) {
+	return agent.NewWatcher(agent.WatcherOptions{
+		Mode:          c.Notify.Mode,
+		TimerInterval: c.Notify.Interval,
+		Written:       agent.WrittenFromZFS(z, d),
+		Block:         agent.ZFSBlockQueries{CLI: cli, ZFS: z},
+		Log:           log,
+	})
 }

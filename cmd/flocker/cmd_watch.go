@@ -58,10 +58,11 @@ func watch(ctx context.Context, e *env, arg string, opts agent.WatcherOptions, a
 		z   *snapshot.ZFS
 		err error
 	)
+	cli := snapshot.NewCLI("", "", e.log)
 	zfs := func() (*snapshot.ZFS, error) {
 		if z == nil {
 			var err error
-			if z, err = snapshot.New(ctx, snapshot.NewCLI("", "", e.log), e.log); err != nil {
+			if z, err = snapshot.New(ctx, cli, e.log); err != nil {
 				return nil, fmt.Errorf("asking ZFS: %w", err)
 			}
 		}
@@ -87,7 +88,8 @@ func watch(ctx context.Context, e *env, arg string, opts agent.WatcherOptions, a
 		if _, err := zfs(); err != nil {
 			return fail(e, "watch", err)
 		}
-		opts.Written = agent.ZFSWritten(z)
+		opts.Written = agent.WrittenFromZFS(z, z.Dialect())
+		opts.Block = agent.ZFSBlockQueries{CLI: cli, ZFS: z}
 	}
 
 	w, err := agent.NewWatcher(opts)
@@ -95,7 +97,7 @@ func watch(ctx context.Context, e *env, arg string, opts agent.WatcherOptions, a
 		return fail(e, "watch", err)
 	}
 	defer w.Close()
-	st, err := w.Add(ctx, tg)
+	st, err := w.Watch(ctx, tg)
 	if err != nil {
 		return fail(e, "watch", err)
 	}
