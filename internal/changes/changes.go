@@ -87,7 +87,8 @@ func (s *Step) close() error {
 // Positive returns every kind of change to e.Dir the issue lists.
 func Positive(e *Env) []Op {
 	return []Op{
-		write(e), pwrite(e), writev(e), directWrite(e), aioWrite(e), uringWrite(e),
+		write(e), pwrite(e), writev(e), directWrite(e), aioWrite(e),
+		uringWrite(e, ringPlain), uringWrite(e, ringFixed), uringWrite(e, ringSQPoll),
 		mmapStore(e, false), mmapStore(e, true),
 		truncatePath(e), ftruncate(e), fallocate(e),
 		creat(e), openTrunc(e), unlink(e),

@@ -72,18 +72,40 @@ const (
 	uringOffSQEs     = 0x10000000
 	uringOpWrite     = 23 // IORING_OP_WRITE, Linux 5.6
 	uringEnterGetEvs = 1  // IORING_ENTER_GETEVENTS
+	uringEnterWakeup = 2  // IORING_ENTER_SQ_WAKEUP
+	uringSetupSQPoll = 2  // IORING_SETUP_SQPOLL
+	uringSQNeedWake  = 1  // IORING_SQ_NEED_WAKEUP
+	uringRegFiles    = 2  // IORING_REGISTER_FILES
+	uringSQEFixed    = 1  // IOSQE_FIXED_FILE
+)
+
+// ringMode is how a write reaches the kernel: by descriptor from this
+// thread, through a registered (fixed) file, or submitted by the kernel's
+// SQPOLL thread (no system call of this process submits it).
+type ringMode int
+
+const (
+	ringPlain ringMode = iota
+	ringFixed
+	ringSQPoll
 )
 
 type ring struct {
 	fd         int
+	mode       ringMode
 	sq, cq     []byte
 	sqes       []byte
 	p          uringParams
 	unmapFuncs []func() error
 }
 
-func newRing(entries uint32) (*ring, error) {
-	r := &ring{fd: -1}
+// newRing sets up a ring; in ringFixed mode file is registered as fixed
+// file 0.
+func newRing(entries uint32, mode ringMode, file int) (*ring, error) {
+	r := &ring{fd: -1, mode: mode}
+	if mode == ringSQPoll {
+		r.p.flags, r.p.sqThreadIdle = uringSetupSQPoll, 1000 // ms
+	}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&r.p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
@@ -107,6 +129,12 @@ func newRing(entries uint32) (*ring, error) {
 	if r.sqes, err = mmap(uringOffSQEs, int(r.p.sqEntries)*int(unsafe.Sizeof(sqe{}))); err != nil {
 		return nil, errors.Join(err, r.close())
 	}
+	if mode == ringFixed {
+		fds := []int32{int32(file)}
+		if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), uringRegFiles, uintptr(unsafe.Pointer(&fds[0])), 1, 0, 0); errno != 0 {
+			return nil, errors.Join(fmt.Errorf("registering a fixed file: %w", errno), r.close())
+		}
+	}
 	return r, nil
 }
 
@@ -129,6 +157,9 @@ func (r *ring) write(fd int, buf []byte, off uint64) error {
 	e := (*sqe)(unsafe.Pointer(&r.sqes[uintptr(idx)*unsafe.Sizeof(sqe{})]))
 	*e = sqe{opcode: uringOpWrite, fd: int32(fd), off: off,
 		addr: uint64(uintptr(unsafe.Pointer(&buf[0]))), len: uint32(len(buf)), userData: 1}
+	if r.mode == ringFixed {
+		e.flags, e.fd = uringSQEFixed, 0
+	}
 	*u32(r.sq, r.p.sqOff.array+idx*4) = idx
 	atomic.StoreUint32(u32(r.sq, r.p.sqOff.tail), tail+1)
 
@@ -138,11 +169,14 @@ func (r *ring) write(fd int, buf []byte, off uint64) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("io_uring: no completion within %v", uringWait)
 		}
-		toSubmit := uintptr(0)
+		toSubmit, flags := uintptr(0), uintptr(uringEnterGetEvs)
 		if atomic.LoadUint32(u32(r.sq, r.p.sqOff.head)) != tail+1 {
 			toSubmit = 1
 		}
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, 1, uringEnterGetEvs, 0, 0)
+		if r.mode == ringSQPoll && atomic.LoadUint32(u32(r.sq, r.p.sqOff.flags))&uringSQNeedWake != 0 {
+			flags |= uringEnterWakeup // the kernel thread went idle
+		}
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, 1, flags, 0, 0)
 		if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN {
 			return fmt.Errorf("io_uring_enter: %w", errno)
 		}

@@ -195,15 +195,16 @@ func aioWrite(e *Env) Op {
 
 // uringWrite submits one IORING_OP_WRITE through a ring of our own and
 // waits for its completion.
-func uringWrite(e *Env) Op {
+func uringWrite(e *Env, mode ringMode) Op {
+	name := map[ringMode]string{ringPlain: "io_uring-write", ringFixed: "io_uring-write-fixed", ringSQPoll: "io_uring-write-sqpoll"}[mode]
 	prepare := func() (*Step, error) {
-		r, err := newRing(4)
+		_, fd, err := e.openFile(e.Dir, "uring", nil, unix.O_WRONLY)
 		if err != nil {
 			return nil, err
 		}
-		_, fd, err := e.openFile(e.Dir, "uring", nil, unix.O_WRONLY)
+		r, err := newRing(4, mode, fd)
 		if err != nil {
-			r.close()
+			unix.Close(fd)
 			return nil, err
 		}
 		buf, unmap, err := anonPage()
@@ -217,7 +218,7 @@ func uringWrite(e *Env) Op {
 		return &Step{Run: run, Close: closeAll([]int{fd}, unmap, r.close)}, nil
 	}
 	// EPERM: io_uring disabled by sysctl (kernel.io_uring_disabled).
-	return Op{Name: "io_uring-write", Kind: KindData, Prepare: prepare,
+	return Op{Name: name, Kind: KindData, Prepare: prepare,
 		Supported: probe(prepare, unix.ENOSYS, unix.EPERM, unix.EINVAL, unix.EOPNOTSUPP)}
 }
 

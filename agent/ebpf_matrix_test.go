@@ -1,0 +1,112 @@
+//go:build linux
+
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flockerha/flocker/agent"
+	"github.com/flockerha/flocker/bpf"
+	"github.com/flockerha/flocker/internal/changes"
+	"github.com/flockerha/flocker/internal/testutil"
+)
+
+// ebpfHookPoints are the hook points each eBPF tier names in its changes
+// (the part of a hook before '/').
+var ebpfHookPoints = map[string][]string{
+	agent.TierTracepoint: {"sys_exit", "io_uring_complete", "io_uring_submit_req", "writeback_dirty_folio", "raw_sys_exit"},
+	agent.TierFentry:     {"fexit", "fentry"},
+	agent.TierKprobe:     {"kretprobe", "kprobe", "raw_tracepoint"},
+}
+
+// ebpfHook judges a hook by its tier's hook points.
+func ebpfHook(tier string) func(changes.Op, string) error {
+	return func(op changes.Op, hook string) error {
+		point, _, _ := strings.Cut(hook, "/")
+		for _, p := range ebpfHookPoints[tier] {
+			if point == p {
+				return nil
+			}
+		}
+		return fmt.Errorf("not a %s hook (want one of %v)", tier, ebpfHookPoints[tier])
+	}
+}
+
+// tracepointTmpfsMissed: what the tracepoint tier cannot see on a tmpfs.
+var tracepointTmpfsMissed = map[string]string{
+	"mmap-store":       "a store makes no system call, and tmpfs pages are never written back, so writeback_dirty_folio never fires",
+	"mmap-store-msync": "msync on tmpfs has nothing to write back, and it names no file the sys_exit hook could resolve",
+}
+
+// ebpfOps is the matrix as the eBPF tiers see it. An AIO write may
+// complete after io_submit returns: the tracepoint tier reports io_submit's
+// exit and, when the flag was cleared meanwhile, io_getevents' too (a
+// snapshot taken on the first may lack the data), so the write may be two
+// dirty periods.
+func ebpfOps(env *changes.Env) []changes.Op {
+	ops := changes.All(env)
+	for i := range ops {
+		if ops[i].Name == "aio-write" {
+			ops[i].Compound = true
+		}
+	}
+	return ops
+}
+
+func newTestEBPF(t *testing.T, tier string, tg agent.Target, opts ...agent.EBPFOption) *agent.EBPF {
+	t.Helper()
+	n, err := agent.NewEBPF(tier, append([]agent.EBPFOption{agent.EBPFLog(testLog(t))}, opts...)...)
+	testutil.RequireNoError(t, "loading the "+tier+" tier", err)
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("closing the %s notifier: %v", tier, err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Add(ctx, tg); err != nil {
+		t.Fatalf("%s Add(%s): %v", tier, tg.Mountpoint, err)
+	}
+	return n.(*agent.EBPF)
+}
+
+// The tracepoint tier (the eBPF tier this host's kernel attaches) through
+// the shared matrix: every kind of change reported, once per dirty period
+// and again after the re-arm; reads and every change to another filesystem
+// silent. Both variants on a tmpfs; tp_btf on zfs-fuse.
+func TestEBPFTracepointMatrixTmpfs(t *testing.T) {
+	for _, variant := range []string{bpf.VariantTPBTF, bpf.VariantRawSyscalls} {
+		t.Run(variant, func(t *testing.T) {
+			testutil.RequireRoot(t)
+			tg := agent.Target{Name: "tmpfs", Mountpoint: changes.Tmpfs(t)}
+			env := &changes.Env{Dir: tg.Mountpoint, Other: changes.Tmpfs(t), Aside: t.TempDir()}
+			n := newTestEBPF(t, agent.TierTracepoint, tg, agent.EBPFVariant(variant))
+			if n.Variant() != variant {
+				t.Fatalf("variant %q, want %q", n.Variant(), variant)
+			}
+			changes.RunMatrix(t, n, tg, ebpfOps(env), changes.Expectations{
+				Tier: agent.TierTracepoint, Deadline: hostDeadline, Quiet: hostQuiet,
+				Missed: tracepointTmpfsMissed, Hook: ebpfHook(agent.TierTracepoint),
+			})
+			t.Logf("stats %+v", n.Stats())
+		})
+	}
+}
+
+func TestEBPFTracepointMatrixZFSFuse(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := newFusePool(t)
+	tg := p.dataset(t, "watched")
+	other := p.dataset(t, "sibling")
+	env := &changes.Env{Dir: tg.Mountpoint, Other: other.Mountpoint, Aside: t.TempDir()}
+	n := newTestEBPF(t, agent.TierTracepoint, tg)
+	changes.RunMatrix(t, n, tg, ebpfOps(env), changes.Expectations{
+		Tier: agent.TierTracepoint, Deadline: hostDeadline, Quiet: hostQuiet,
+		Unsupported: zfsFuseUnsupported, Hook: ebpfHook(agent.TierTracepoint),
+	})
+	t.Logf("stats %+v", n.Stats())
+}
