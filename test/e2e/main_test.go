@@ -39,8 +39,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// timerInterval is the timer tier's period in these tests: the timer is the
-// tier the agent has wired today, and 200 ms keeps the tests quick.
+// timerInterval is the timer tier's period in these tests (when it is the
+// tier forced): 200 ms keeps the tests quick.
 const timerInterval = "200ms"
 
 // newPair builds the pair for a test; cleanup stops the agents (dumping

@@ -19,9 +19,10 @@ const (
 	syncTimeout      = 60 * time.Second
 )
 
-// tiers are the notifier tiers the replication tests run under: the timer
-// (what `mode = auto` selects today) and the tracepoint eBPF tier, the best
-// one this development kernel loads (fentry and kprobes are refused here).
+// tiers are the notifier tiers the replication tests run under, forced: the
+// timer and the tracepoint eBPF tier, the best one this development kernel
+// loads (fentry and kprobes are refused here), which `mode = auto` picks
+// (TestAutoSelectsTracepoint).
 var tiers = []struct {
 	name     string
 	settings map[string]string
