@@ -82,6 +82,20 @@ func (w *watching) stop(t *testing.T) {
 	}
 }
 
+// attached waits until the command says it is watching: loading a tier
+// takes a second or more on a busy machine, and a change made before that
+// is rightly not reported.
+func (w *watching) attached(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(w.stderr.String(), `msg="flocker watch: watching"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("flocker watch did not start watching within 60s; stderr:\n%s", w.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // line waits for the next line of output.
 func (w *watching) line(t *testing.T) string {
 	t.Helper()
@@ -121,7 +135,7 @@ func TestWatchJSONTmpfs(t *testing.T) {
 	mp := changes.Tmpfs(t)
 	write(t, filepath.Join(mp, "existing"), "x")
 	w := startWatch(t, "--json", mp)
-	time.Sleep(time.Second) // let it attach before the first change
+	w.attached(t)
 	// One system call each, so each is one dirty period however the
 	// reader is scheduled (writing a new file would be three: create,
 	// write, close).
@@ -164,7 +178,7 @@ func TestWatchDatasetZFSFuse(t *testing.T) {
 	p := rigtest.Pool(t, rig.PoolOptions{Size: 256 << 20})
 	ds := rigtest.Dataset(t, p, "app", nil)
 	w := startWatch(t, ds.Name)
-	time.Sleep(time.Second)
+	w.attached(t)
 	write(t, filepath.Join(ds.Mountpoint, "f"), "data")
 	re := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ` + regexp.QuoteMeta(ds.Name) + ` tracepoint sys_exit/openat$`)
 	if l := w.line(t); !re.MatchString(l) {
