@@ -141,3 +141,44 @@ func TestGuestMatricesOpenZFS(t *testing.T) {
 		}}, "atime=on", "relatime=off")
 	})
 }
+
+// The fentry tier and its kprobe twin, which this host's kernel refuses,
+// through the same matrix as the tracepoint tier's on the host, on real
+// OpenZFS. A boot of their own: beside the five matrices above, a TCG
+// guest on a loaded host delivered changes later than the quiet window.
+func TestGuestEBPFMatricesOpenZFS(t *testing.T) {
+	if !vmtest.RunInGuest(t, vmtest.GoTest{
+		Setup: guestSetup, Disks: []vmtest.Disk{{Serial: "pool0"}},
+		CPUs: 2, MemoryMiB: 1536, Timeout: 30 * time.Minute,
+		Args: []string{"-test.parallel=2"},
+	}) {
+		return
+	}
+	cli := snapshot.NewCLI("", "", nil)
+	ctx := context.Background()
+	for _, tier := range []string{agent.TierFentry, agent.TierKprobe} {
+		t.Run(tier, func(t *testing.T) {
+			t.Parallel()
+			var tg [2]agent.Target
+			for i, name := range []string{tier, tier + "-sibling"} {
+				full := guestPool + "/" + name
+				if _, err := cli.ZFS(ctx, "create", full); err != nil {
+					t.Fatal(err)
+				}
+				tg[i] = agent.Target{Name: full, Mountpoint: "/" + full}
+			}
+			env := &changes.Env{Dir: tg[0].Mountpoint, Other: tg[1].Mountpoint, Aside: t.TempDir()}
+			n := newTestEBPF(t, tier, tg[0])
+			for _, a := range n.Attachments() {
+				if a.Err != "" {
+					t.Logf("%s: %s not attached (required %v): %s", tier, a.Section, a.Required, a.Err)
+				}
+			}
+			changes.RunMatrix(t, n, tg[0], ebpfOps(env), changes.Expectations{
+				Tier: tier, Deadline: guestDeadline, Quiet: guestQuiet,
+				Unsupported: openZFSUnsupported, Hook: ebpfHook(tier),
+			})
+			t.Logf("%s stats %+v", tier, n.Stats())
+		})
+	}
+}
