@@ -49,7 +49,7 @@ var tracepointTmpfsMissed = map[string]string{
 // snapshot taken on the first may lack the data), so the write may be two
 // dirty periods.
 func ebpfOps(env *changes.Env) []changes.Op {
-	ops := changes.All(env)
+	ops := append(changes.All(env), changes.IOUringVariants(env)...)
 	for i := range ops {
 		if ops[i].Name == "aio-write" {
 			ops[i].Compound = true

