@@ -114,11 +114,15 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 // master's start, naming why; each dataset's status names its tier and why
 // better ones were refused.
 func selectNotifier(c *config.Config, cli *snapshot.CLI, z *snapshot.ZFS, d snapshot.Dialect, log *slog.Logger) (agent.Notifier, error) {
-	return agent.NewWatcher(agent.WatcherOptions{
+	w, err := agent.NewWatcher(agent.WatcherOptions{
 		Mode:          c.Notify.Mode,
 		TimerInterval: c.Notify.Interval,
 		Written:       agent.WrittenFromZFS(z, d),
 		Block:         agent.ZFSBlockQueries{CLI: cli, ZFS: z},
 		Log:           log,
 	})
+	if err != nil {
+		return nil, err // not a nil *Watcher inside a non-nil Notifier
+	}
+	return w, nil
 }
