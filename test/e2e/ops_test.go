@@ -85,7 +85,7 @@ func request(t *testing.T, hc *http.Client, method, url, auth string) (int, stri
 // flocker status as the pair degrades and breaks.
 func TestOperateRealPair(t *testing.T) {
 	p := newPair(t, agentpair.Options{Settings: map[string]map[string]string{
-		"notify": {"interval": timerInterval}, "replication": {"lag_threshold": "30s"},
+		"notify": {"mode": "timer", "interval": timerInterval}, "replication": {"lag_threshold": "30s"},
 	}})
 	tokens := withTokens(t, p)
 	start(t, p.Slave, p.Master)
