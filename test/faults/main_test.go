@@ -70,7 +70,8 @@ func newPair(t *testing.T, opts agentpair.Options) *agentpair.Pair {
 		opts.Settings = map[string]map[string]string{}
 	}
 	if opts.Settings["notify"] == nil {
-		opts.Settings["notify"] = map[string]string{"interval": "200ms"}
+		// Forced: auto now picks the tracepoint tier on this host.
+		opts.Settings["notify"] = map[string]string{"mode": "timer", "interval": "200ms"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
