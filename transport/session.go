@@ -250,7 +250,11 @@ func (s *Session) run(ctx context.Context) {
 		case <-curDone:
 			err := cur.Err()
 			downAt = time.Now()
-			log.Warn("connection down", "err", err)
+			if closedCleanly(err) {
+				log.Info("connection closed", "err", err)
+			} else {
+				log.Warn("connection down", "err", err)
+			}
 			s.setCur(nil, StateChange{Conn: cur, Reason: "connection lost", Err: err, At: downAt})
 			dead := cur
 			reapWG.Go(func() { dead.Close() }) // reap its goroutines
@@ -292,6 +296,25 @@ func (s *Session) run(ctx context.Context) {
 			timer.Reset(d)
 		}
 	}
+}
+
+// closedCleanly reports a connection ended on purpose: the peer shut down,
+// closed it in order or kept a crossing connection instead, or this node
+// closed it (a protocol error is logged where it is found). Anything else
+// (an idle timeout, a stateless reset, the peer refusing our messages) is a
+// failure worth a warning.
+func closedCleanly(err error) bool {
+	ce, ok := errors.AsType[*CloseError](err)
+	if !ok {
+		return false
+	}
+	switch {
+	case !ce.Remote:
+		return true
+	case ce.Code == CloseShutdown, ce.Code == CloseNormal, ce.Code == CloseSuperseded:
+		return true
+	}
+	return false
 }
 
 func info(c *Conn) connInfo { return connInfo{dialer: c.Dialer(), peerInstance: c.Peer().Instance} }

@@ -3,8 +3,10 @@ package transport
 import (
 	"context"
 	"errors"
+	"github.com/quic-go/quic-go"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,6 +27,7 @@ type sessionNode struct {
 	cfg    SessionConfig
 	s      *Session
 	events chan StateChange
+	log    *logSink
 }
 
 // newSessionNodes configures alpha and beta sessions pointing at each other
@@ -35,6 +38,7 @@ func newSessionNodes(t testing.TB) (alpha, beta *sessionNode) {
 	mk := func(self, peer identity, addr, peerAddr string) *sessionNode {
 		n := &sessionNode{events: make(chan StateChange, 100)}
 		cfg := config(t, self, peer)
+		cfg.Logger, n.log = newLogger(t)
 		cfg.ListenAddr = addr
 		n.cfg = SessionConfig{Config: cfg, PeerAddr: peerAddr, OnState: func(ev StateChange) {
 			select {
@@ -162,6 +166,7 @@ func TestSessionReconnectsAfterPeerRestart(t *testing.T) {
 
 	// Orderly: beta shuts down (CONNECTION_CLOSE), alpha sees it at once.
 	stopped := time.Now()
+	mark := len(a.log.String())
 	b.s.Close()
 	down := a.wait(t, false, 10*time.Second)
 	var ce *CloseError
@@ -169,6 +174,15 @@ func TestSessionReconnectsAfterPeerRestart(t *testing.T) {
 		t.Fatalf("alpha saw %v, want the peer's shutdown", down.Err)
 	}
 	t.Logf("orderly stop: alpha saw the connection down after %v", down.At.Sub(stopped).Round(time.Millisecond))
+	// A peer that shut down in order is no failure: alpha says so quietly.
+	for _, line := range strings.Split(a.log.String()[mark:], "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			t.Errorf("alpha, on beta's orderly stop: %s", line)
+		}
+	}
+	if !strings.Contains(a.log.String()[mark:], `msg="connection closed"`) {
+		t.Error("alpha logged nothing of the closed connection")
+	}
 	time.Sleep(300 * time.Millisecond) // alpha is now dialing a closed port
 	restarted := time.Now()
 	b.start(t)
@@ -281,6 +295,31 @@ func TestSessionConfigChecked(t *testing.T) {
 		mutate(&cfg)
 		if _, err := NewSession(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// closedCleanly tells an orderly end from a failure: only the latter is
+// logged as a warning.
+func TestClosedCleanly(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&CloseError{Code: CloseShutdown, Remote: true}, true},
+		{&CloseError{Code: CloseNormal, Remote: true}, true},
+		{&CloseError{Code: CloseSuperseded, Remote: true}, true},
+		{&CloseError{Code: CloseShutdown}, true},
+		{&CloseError{Code: CloseProtocolError}, true}, // logged where it was found
+		{&CloseError{Code: CloseProtocolError, Remote: true}, false},
+		{&CloseError{Code: CloseWrongPeer, Remote: true}, false},
+		{&quic.IdleTimeoutError{}, false},
+		{&quic.StatelessResetError{}, false},
+		{errors.New("something else"), false},
+		{nil, false},
+	} {
+		if got := closedCleanly(tc.err); got != tc.want {
+			t.Errorf("closedCleanly(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
