@@ -268,6 +268,35 @@ func TestParseEstimate(t *testing.T) {
 	}
 }
 
+func TestParseResume(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "stderr", DialectOpenZFS, "send_estimate_resume.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := parseResume("read", "x", string(b))
+	want := Resume{ToGUID: 0x41b049d2b6870b0b, ToName: "cap1/app@s3", Bytes: 0x503de0, Remaining: 5260816}
+	if err != nil || r != want {
+		t.Errorf("captured output: %+v %v, want %+v", r, err, want)
+	}
+	// An incremental's token names its source too (nvlist_print's layout,
+	// as in the capture above).
+	inc := "resume token contents:\nnvlist version: 0\n\tfromguid = 0x10\n\tobject = 0x3\n\toffset = 0x0\n" +
+		"\tbytes = 0x2000\n\ttoguid = 0x20\n\ttoname = tank/app@b\nincremental\ttank/app@a\ttank/app@b\t4096\nsize\t4096\n"
+	r, err = parseResume("read", "x", inc)
+	if want := (Resume{ToGUID: 0x20, FromGUID: 0x10, ToName: "tank/app@b", Bytes: 0x2000, Remaining: 4096}); err != nil || r != want {
+		t.Errorf("incremental: %+v %v, want %+v", r, err, want)
+	}
+	for _, bad := range []string{
+		"size\t12\n", // no contents
+		"resume token contents:\n\ttoguid = 0xzz\n\ttoname = a@b\nsize\t1\n",
+		"resume token contents:\n\ttoguid = 0x1\n\ttoname = a@b\n", // no size
+	} {
+		if r, err := parseResume("read", "x", bad); err == nil {
+			t.Errorf("%q accepted: %+v", bad, r)
+		}
+	}
+}
+
 // The parsers of list/get/holds output, on what OpenZFS printed in
 // capture.sh's run and on zfs-fuse's get -Hp form.
 func TestParseListings(t *testing.T) {

@@ -902,6 +902,14 @@ func TestZFSAdapter(t *testing.T) {
 		if rest <= 0 || rest >= int64(len(full)) {
 			t.Errorf("resume estimate %d of a %d-byte stream half received", rest, len(full))
 		}
+		// The sender reads which snapshot the token continues.
+		info, err := z.ResumeInfo(ctx, token)
+		mustOK(t, "resume info", err)
+		s1, err := z.GetSnapshots(ctx, src+"@s1")
+		mustOK(t, "get s1", err)
+		if info.ToGUID != s1[0].GUID || info.ToName != src+"@s1" || info.FromGUID != 0 || info.Bytes <= 0 || info.Remaining != rest {
+			t.Errorf("resume info %+v; want s1 (guid %d) from nothing, %d bytes left", info, s1[0].GUID, rest)
+		}
 		_, err = z.SendResume(ctx, "1-"+strings.Repeat("0", 40), io.Discard)
 		wantErr(t, "send -t with a bogus token", err, ErrResumeTokenInvalid)
 		resumed := streamOfResume(t, z, token)

@@ -126,18 +126,86 @@ func (z *ZFS) EstimateSend(ctx context.Context, snapshot string, opts SendOption
 
 // EstimateResume returns the bytes a SendResume of token would still send.
 func (z *ZFS) EstimateResume(ctx context.Context, token string) (int64, error) {
-	const op = "estimate resume"
+	r, err := z.ResumeInfo(ctx, token)
+	return r.Remaining, err
+}
+
+// Resume is what a receive_resume_token says about the interrupted stream,
+// read on the sending side.
+type Resume struct {
+	ToGUID   uint64 // the target snapshot's GUID
+	ToName   string // the target snapshot as the sender named it (dataset@snap)
+	FromGUID uint64 // the incremental source's GUID; 0 for a full stream
+	// Bytes the receiver already holds, and Remaining the bytes a
+	// SendResume of the token still sends.
+	Bytes, Remaining int64
+}
+
+// ResumeInfo reads a receive_resume_token on the sending side with one
+// `zfs send -nP -t` (nothing is sent): which snapshot the interrupted
+// stream carried and what is left of it. A sender that can no longer
+// continue the stream (the target or source was destroyed since, or the
+// token is corrupt) gets ErrResumeTokenInvalid or ErrNotFound.
+func (z *ZFS) ResumeInfo(ctx context.Context, token string) (Resume, error) {
+	const op = "read resume token"
 	if err := validate(op, ValidateResumeToken(token)); err != nil {
-		return 0, err
+		return Resume{}, err
 	}
 	if err := z.require(op, z.dialect.Features.SendDryRunParsable && z.dialect.Features.ResumableReceive, "send -nP -t"); err != nil {
-		return 0, err
+		return Resume{}, err
 	}
-	out, err := z.zfs(ctx, op, "token "+shortToken(token), "send", "-nP", "-t", token)
+	target := "token " + shortToken(token)
+	out, err := z.zfs(ctx, op, target, "send", "-nP", "-t", token)
 	if err != nil {
-		return 0, err
+		return Resume{}, err
 	}
-	return parseEstimate(op, "token "+shortToken(token), string(out))
+	return parseResume(op, target, string(out))
+}
+
+// parseResume reads `zfs send -nP -t` output: the token's nvlist as
+// "\tname = value" lines after "resume token contents:", then the stream
+// lines ending in "size\tN".
+func parseResume(op, target, out string) (Resume, error) {
+	var r Resume
+	var err error
+	if r.Remaining, err = parseEstimate(op, target, out); err != nil {
+		return r, err
+	}
+	in := false
+	for line := range strings.Lines(out) {
+		line = strings.TrimSuffix(line, "\n")
+		if line == "resume token contents:" {
+			in = true
+			continue
+		}
+		if !in || !strings.HasPrefix(line, "\t") {
+			continue
+		}
+		key, val, ok := strings.Cut(strings.TrimSpace(line), " = ")
+		if !ok {
+			continue
+		}
+		var perr error
+		switch key {
+		case "toguid":
+			r.ToGUID, perr = strconv.ParseUint(val, 0, 64)
+		case "fromguid":
+			r.FromGUID, perr = strconv.ParseUint(val, 0, 64)
+		case "bytes":
+			var b uint64
+			b, perr = strconv.ParseUint(val, 0, 64)
+			r.Bytes = int64(min(b, 1<<62))
+		case "toname":
+			r.ToName = val
+		}
+		if perr != nil {
+			return r, fmt.Errorf("%s %s: %s %q is not a number", op, target, key, val)
+		}
+	}
+	if r.ToGUID == 0 || r.ToName == "" {
+		return r, fmt.Errorf("%s %s: no toguid and toname in the token's contents", op, target)
+	}
+	return r, nil
 }
 
 // parseEstimate reads the "size\tN" line of `zfs send -nP` (OpenZFS prints
