@@ -62,6 +62,10 @@ const (
 	// costs a zfs exec per cycle, while the default policy loses nothing
 	// by waiting a few seconds (it keeps every snapshot of the last minute).
 	pruneEvery = 10 * time.Second
+	// resumeKeep bounds how long after a start the master keeps every
+	// snapshot newer than its base while the peer has not reported yet (see
+	// master.mayResume).
+	resumeKeep = 10 * time.Minute
 	// sendTimeout bounds one control message: a peer that does not read
 	// its control stream for this long is treated as gone.
 	sendTimeout = 10 * time.Second

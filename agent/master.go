@@ -79,7 +79,13 @@ type master struct {
 	peerKnown bool
 	peerToken string
 
-	held        []string // snapshots carrying holdTag (normally just the base)
+	held []string // snapshots carrying holdTag (normally just the base)
+	// startedAt and peerSeen: until the peer's first list after a start
+	// (or resumeKeep), nothing newer than the held base is pruned; an
+	// interrupted transfer before the restart carried one of them, and the
+	// peer may hold a resume token for it.
+	startedAt   time.Time
+	peerSeen    bool
 	xfer        *outgoing
 	interrupted *outgoing // the last transfer that broke off, for a resume
 	resumeBad   string    // a token that failed to resume: never tried again
@@ -150,6 +156,7 @@ func (m *master) init(ctx context.Context, now time.Time) error {
 	sortByTXG(snaps)
 	m.local = snaps
 	m.seq = nextSeq(snaps, m.cfg.epoch)
+	m.startedAt = now
 	if m.cfg.features.Bookmarks {
 		if m.marks, err = m.z.ListBookmarks(ctx, m.cfg.zfs); err != nil {
 			return fmt.Errorf("dataset %s: %w", m.cfg.name, err)
@@ -284,6 +291,7 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 		m.peer = fromWire(m.cfg.peer+":"+m.cfg.name, ev.m.Snapshots)
 		m.peerToken = ev.m.ResumeToken
 		m.peerKnown = true
+		m.peerSeen = true
 		m.st.NewestPeer = ref(newest(m.peer))
 		m.st.Snapshots.Peer = len(m.peer)
 		m.checkDivergence(ctx)
@@ -563,7 +571,7 @@ func (m *master) maybeStart(ctx context.Context, now time.Time) {
 		m.setConflict(fmt.Sprintf("peer %s also claims the %s role (epoch %d): not replicating", m.cfg.peer, m.peerRole, m.peerEpoch), now)
 		return
 	}
-	if x := m.resumable(); x != nil {
+	if x := m.resumable(ctx); x != nil {
 		m.start(ctx, x, now)
 		return
 	}
@@ -584,16 +592,76 @@ func (m *master) maybeStart(ctx context.Context, now time.Time) {
 }
 
 // resumable returns a resume of the interrupted transfer when the peer
-// reports a partial receive and that transfer's target still exists here.
-func (m *master) resumable() *outgoing {
+// reports a partial receive: of the transfer that broke off here, or, after
+// this agent restarted, of whatever the token names when its target (and
+// source) still exist here, read from the token with `zfs send -nP -t`. A
+// token that cannot be resumed is never tried again; the slave then drops
+// its partial state for the next planned stream.
+func (m *master) resumable(ctx context.Context) *outgoing {
 	tok, x := m.peerToken, m.interrupted
-	if tok == "" || tok == m.resumeBad || x == nil {
+	if tok == "" || tok == m.resumeBad {
 		return nil
 	}
-	if !slices.ContainsFunc(m.local, func(s snapshot.Snapshot) bool { return s.GUID == x.target.GUID }) {
+	if x != nil && slices.ContainsFunc(m.local, func(s snapshot.Snapshot) bool { return s.GUID == x.target.GUID }) {
+		return &outgoing{kind: "resume", base: x.base, target: x.target, token: tok}
+	}
+	if !m.cfg.features.ResumableReceive {
 		return nil
 	}
-	return &outgoing{kind: "resume", base: x.base, target: x.target, token: tok}
+	info, err := m.z.ResumeInfo(ctx, tok)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.resumeBad = tok
+			m.log.Warn("the peer's partial receive cannot be resumed from here; sending anew", "err", err)
+		}
+		return nil
+	}
+	i := slices.IndexFunc(m.local, func(s snapshot.Snapshot) bool { return s.GUID == info.ToGUID })
+	if i < 0 {
+		m.resumeBad = tok
+		m.log.Info("the peer's partial receive is of a snapshot we no longer hold; sending anew", "guid", info.ToGUID, "name", info.ToName)
+		return nil
+	}
+	out := &outgoing{kind: "resume", target: m.local[i], token: tok}
+	if info.FromGUID != 0 {
+		out.base = m.baseOf(info.FromGUID)
+		if out.base == nil {
+			m.resumeBad = tok
+			m.log.Info("the peer's partial receive starts from a snapshot we no longer hold; sending anew", "from_guid", info.FromGUID)
+			return nil
+		}
+	}
+	m.log.Info("resuming the peer's partial receive", "target", out.target.ShortName(), "received", info.Bytes, "remaining", info.Remaining)
+	out.estimate.Store(uint64(max(info.Remaining, 0)))
+	src := "send -nP -t"
+	out.estSrc.Store(&src)
+	return out
+}
+
+// mayResume reports that the peer may hold a partial receive we have not
+// resumed or given up on yet: it said so, or it has not spoken since this
+// agent started (for at most resumeKeep, so that a peer gone for good does
+// not stop pruning).
+func (m *master) mayResume(now time.Time) bool {
+	if m.peerKnown && m.peerToken != "" && m.peerToken != m.resumeBad {
+		return true
+	}
+	return !m.peerSeen && now.Before(m.startedAt.Add(resumeKeep))
+}
+
+// baseOf finds a local snapshot, else a bookmark, with guid.
+func (m *master) baseOf(guid uint64) *snapshot.Base {
+	for _, s := range m.local {
+		if s.GUID == guid {
+			return &snapshot.Base{GUID: guid, Local: s.Name, LocalTXG: s.CreateTXG}
+		}
+	}
+	for _, b := range m.marks {
+		if b.GUID == guid {
+			return &snapshot.Base{GUID: guid, Local: b.Name, LocalTXG: b.CreateTXG, Bookmark: true}
+		}
+	}
+	return nil
 }
 
 func (m *master) setConflict(c string, now time.Time) {
@@ -638,7 +706,9 @@ func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
 	if x.base != nil {
 		hdr.BaseGUID = x.base.GUID
 	}
-	if est, src := m.estimate(ctx, x); est > 0 {
+	if est := x.estimate.Load(); est > 0 {
+		hdr.EstimatedBytes = min(est, 1<<56)
+	} else if est, src := m.estimate(ctx, x); est > 0 {
 		hdr.EstimatedBytes = min(est, 1<<56)
 		x.estimate.Store(hdr.EstimatedBytes)
 		x.estSrc.Store(&src)
@@ -690,7 +760,14 @@ func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
 // steady-state incremental (one snapshot after the base) is not estimated:
 // it is small, and the estimate would cost a zfs exec per cycle.
 func (m *master) estimate(ctx context.Context, x *outgoing) (uint64, string) {
-	if x.kind == "resume" || (x.kind == "incremental" && x.between == 0) {
+	if x.kind == "resume" {
+		r, err := m.z.ResumeInfo(ctx, x.token)
+		if err != nil || r.Remaining <= 0 {
+			return 0, ""
+		}
+		return uint64(r.Remaining), "send -nP -t"
+	}
+	if x.kind == "incremental" && x.between == 0 {
 		return 0, ""
 	}
 	opts := snapshot.SendOptions{}
@@ -880,6 +957,23 @@ func (m *master) prune(ctx context.Context, now time.Time) {
 		keep = append(keep, m.xfer.target.GUID)
 		if m.xfer.base != nil {
 			keep = append(keep, m.xfer.base.GUID)
+		}
+	}
+	if x := m.interrupted; x != nil {
+		keep = append(keep, x.target.GUID) // the peer may resume it
+	}
+	if m.mayResume(now) {
+		// Whatever the peer's token continues is newer than the base.
+		var baseTXG uint64
+		for _, s := range m.local {
+			if slices.Contains(m.held, s.Name) {
+				baseTXG = max(baseTXG, s.CreateTXG)
+			}
+		}
+		for _, s := range m.local {
+			if s.CreateTXG > baseTXG {
+				keep = append(keep, s.GUID)
+			}
 		}
 	}
 	if n := newest(m.peer); n != nil {

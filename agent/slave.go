@@ -302,7 +302,8 @@ func (s *slave) accept(ctx context.Context, ev evTransfer, now time.Time) {
 	r := &incoming{c: ev.c, t: ev.t, hdr: hdr, started: now, cancel: cancel, done: make(chan struct{}), nextNote: now.Add(progressEvery)}
 	s.recv = r
 	opts := snapshot.ReceiveOptions{Resumable: s.cfg.features.ResumableReceive}
-	if hdr.BaseGUID == 0 && s.cfg.receiveProps {
+	// A resumed stream keeps the properties its first part was received with.
+	if hdr.BaseGUID == 0 && !hdr.Resume && s.cfg.receiveProps {
 		opts.Properties = map[string]string{"readonly": "on"}
 	}
 	kind := "incremental"
@@ -470,6 +471,11 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 		s.log.Warn("receive failed", args...)
 	}
 	s.sendList(ctx, r.c)
+	if s.conn != nil && s.conn != r.c {
+		// The transfer's connection was replaced (the master restarted):
+		// the master plans on the new one, so it learns of the token there.
+		s.sendList(ctx, s.conn)
+	}
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, Error: msg, Code: code})
 }
 

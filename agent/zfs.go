@@ -48,6 +48,9 @@ type sender interface {
 	Send(ctx context.Context, snap string, w io.Writer, opts snapshot.SendOptions) (int64, error)
 	SendResume(ctx context.Context, token string, w io.Writer) (int64, error)
 	EstimateSend(ctx context.Context, snap string, opts snapshot.SendOptions) (int64, error)
+	// ResumeInfo reads a peer's receive_resume_token: which of our
+	// snapshots it continues and how much is left.
+	ResumeInfo(ctx context.Context, token string) (snapshot.Resume, error)
 }
 
 // receiver applies send streams.

@@ -2,10 +2,12 @@ package vm_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +20,12 @@ import (
 // tank/app) and b (slave): the first sync and the incrementals after it
 // reach b's replica intact, and the OpenZFS-only parts show: `receive -o
 // readonly=on`, the written property (the timer tier snapshots only when
-// something changed), the hold and the bookmark on the base.
+// something changed), the hold and the bookmark on the base, progress of
+// the first sync against `send -nP`'s estimate. In the same boot (see
+// testdata/replication.sh) transfers are broken: b's agent SIGKILLed mid
+// first sync and a's mid incremental are resumed from b's receive token;
+// pruning on a while b is away costs an incremental from the held base, and
+// with the base destroyed, from its bookmark; never a second full send.
 func TestReplication(t *testing.T) {
 	img := vmtest.RequireImages(t)
 	script, err := os.ReadFile("testdata/replication.sh")
@@ -38,6 +45,8 @@ func TestReplication(t *testing.T) {
 	zfs := map[string]string{"a": "tank/app", "b": "backup/app"}
 	role := map[string]string{"a": "master", "b": "slave"}
 	peer := map[string]string{"a": "b", "b": "a"}
+	// Transfers that last seconds, so the scenario can break them.
+	bandwidth := map[string]string{"a": "3MiB", "b": "0"}
 	for _, n := range []string{"a", "b"} {
 		files[n+".ini"] = fmt.Appendf(nil, `[node]
 name = %s
@@ -51,13 +60,17 @@ zfs = %s
 [notify]
 mode = auto
 interval = 200ms
+[snapshot]
+retention = 5s:all
+[replication]
+bandwidth = %s
 [state]
 role = %s
 epoch = 0
-`, n, ip[n], peer[n], ip[peer[n]], prints[peer[n]], zfs[n], role[n])
+`, n, ip[n], peer[n], ip[peer[n]], prints[peer[n]], zfs[n], bandwidth[n], role[n])
 	}
 	pool := []vmtest.Disk{{Serial: "pool0", Size: 1 << 30}}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	start := time.Now()
 	res, err := vmtest.Run(ctx, vmtest.Spec{
@@ -65,7 +78,7 @@ epoch = 0
 		Guests:  []vmtest.Guest{{Name: "a", Disks: pool, Out: true}, {Name: "b", Disks: pool, Out: true}},
 		Script:  string(script),
 		Files:   files,
-		Timeout: 8 * time.Minute,
+		Timeout: 10 * time.Minute,
 		Log:     slog.New(slog.NewTextHandler(tWriter{t}, nil)),
 	})
 	if err != nil {
@@ -122,4 +135,141 @@ epoch = 0
 	if !regexp.MustCompile(`(?m)^tank/app#flocker-0-[0-9]+$`).Match(a.Out["bookmarks"]) {
 		t.Errorf("no bookmark of the base on a: %q", a.Out["bookmarks"])
 	}
+	checkBrokenTransfers(t, a, b)
+}
+
+// checkBrokenTransfers judges the phases of replication.sh after the first
+// manifest, from the guests' files and the agents' JSON logs.
+func checkBrokenTransfers(t *testing.T, a, b *vmtest.GuestResult) {
+	for _, n := range []string{"2", "3", "4"} {
+		check := string(b.Out["check-"+n])
+		if !strings.Contains(check, ": OK") || strings.Contains(check, "FAILED") {
+			t.Errorf("manifest %s fails on b's replica:\n%s", n, check)
+		}
+	}
+	alog, blog := records(t, a.Out["agent.log"]), records(t, b.Out["agent.log"])
+	mark := func(n string) int {
+		v, err := strconv.Atoi(strings.TrimSpace(string(a.Out["mark-"+n])))
+		if err != nil {
+			t.Fatalf("a's mark %s: %q", n, a.Out["mark-"+n])
+		}
+		return v
+	}
+	m2, m3, m4 := mark("2"), mark("3"), mark("4")
+	phase := map[string][]record{"1": alog[:m2], "2": alog[m2:m3], "3": alog[m3:m4], "4": alog[m4:]}
+	// One full stream in the whole run: the first sync, resumed after b's
+	// kill, not sent again.
+	if n := count(alog, "transfer started", "kind", "full"); n != 1 {
+		t.Errorf("a started %d full transfers, want 1", n)
+	}
+
+	// Phase 1: progress of the first sync against `send -nP`'s estimate, on
+	// both sides, and the resume after b's agent was killed.
+	if tok := strings.TrimSpace(string(b.Out["token-1"])); tok == "" || tok == "-" {
+		t.Errorf("b kept no receive_resume_token after its agent was killed: %q", tok)
+	}
+	var est float64
+	for _, r := range phase["1"] {
+		if r.msg() == "transfer in flight" && r.str("kind") == "full" && r.num("estimate") > 24<<20 && r.num("bytes") > 0 {
+			est = r.num("estimate")
+			t.Logf("a: first sync in flight: %.0f of %.0f bytes (%.0f%%)", r.num("bytes"), est, r.num("percent"))
+			break
+		}
+	}
+	if est == 0 {
+		t.Error("a logged no progress of the full send against an estimate over 24 MiB")
+	}
+	if count(blog, "receive in flight", "", "") == 0 {
+		t.Error("b logged no receive progress")
+	}
+	// A resume is estimated too (`send -nP -t`: the bytes left).
+	if r := find(blog, "receiving", "kind", "resume"); r == nil || r.num("estimate") <= 0 {
+		t.Errorf("b's first resumed receive %v, want one with an estimate", r)
+	}
+	resumed := find(phase["1"], "replicated", "kind", "resume")
+	if resumed == nil {
+		t.Error("phase 1: the first sync was not resumed after b's agent was killed")
+	} else if resumed.num("bytes") <= 0 || resumed.num("bytes") >= est {
+		t.Errorf("phase 1: the resume sent %.0f bytes of a %.0f-byte stream", resumed.num("bytes"), est)
+	} else {
+		t.Logf("phase 1: resumed the first sync with %.0f of its %.0f bytes", resumed.num("bytes"), est)
+	}
+
+	// Phase 2: a's agent killed mid incremental reads b's token and resumes.
+	if find(phase["2"], "resuming the peer's partial receive", "", "") == nil || find(phase["2"], "replicated", "kind", "resume") == nil {
+		t.Error("phase 2: a's restarted agent did not resume b's partial receive")
+	}
+	if r := find(phase["2"], "resuming the peer's partial receive", "", ""); r != nil {
+		t.Logf("phase 2: resumed %s with %.0f bytes received, %.0f remaining", r.str("target"), r.num("received"), r.num("remaining"))
+	}
+
+	// Phase 3: pruned while b was away; then an incremental from the held
+	// snapshot.
+	if find(phase["3"], "pruned snapshots", "", "") == nil {
+		t.Error("phase 3: a pruned nothing while b was away")
+	}
+	if r := find(phase["3"], "transfer started", "", ""); r == nil || r.str("kind") != "incremental" || !strings.Contains(r.str("base"), "@") {
+		t.Errorf("phase 3: first transfer after b's return %v, want an incremental from the held snapshot", r)
+	} else {
+		t.Logf("phase 3: incremental from %s to %s", r.str("base"), r.str("target"))
+	}
+
+	// Phase 4: the base snapshot destroyed, its bookmark starts the
+	// incremental.
+	base := strings.TrimSpace(string(a.Out["base-4"]))
+	if !strings.Contains(string(a.Out["bookmarks-4"]), strings.Replace(base, "@", "#", 1)) {
+		t.Errorf("phase 4: no bookmark of the destroyed base %q: %q", base, a.Out["bookmarks-4"])
+	}
+	if r := find(phase["4"], "transfer started", "", ""); r == nil || r.str("kind") != "incremental" || r.str("base") != strings.Replace(base, "@", "#", 1) {
+		t.Errorf("phase 4: first transfer %v, want an incremental from the bookmark of %s", r, base)
+	} else {
+		t.Logf("phase 4: incremental from bookmark %s to %s", r.str("base"), r.str("target"))
+	}
+}
+
+// record is one line of an agent's JSON log.
+type record map[string]any
+
+func (r record) msg() string { return r.str("msg") }
+func (r record) str(k string) string {
+	s, _ := r[k].(string)
+	return s
+}
+func (r record) num(k string) float64 {
+	f, _ := r[k].(float64)
+	return f
+}
+
+// records parses a JSON log; lines that are not JSON (a panic, say) are
+// kept as empty records, so that line numbers stay the script's.
+func records(t *testing.T, b []byte) []record {
+	var out []record
+	for line := range strings.Lines(string(b)) {
+		var r record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Logf("not a log record: %q", line)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// find returns the first record with msg and, when key is set, key=value.
+func find(rs []record, msg, key, value string) record {
+	for _, r := range rs {
+		if r.msg() == msg && (key == "" || r.str(key) == value) {
+			return r
+		}
+	}
+	return nil
+}
+
+func count(rs []record, msg, key, value string) int {
+	n := 0
+	for _, r := range rs {
+		if r.msg() == msg && (key == "" || r.str(key) == value) {
+			n++
+		}
+	}
+	return n
 }

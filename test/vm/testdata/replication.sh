@@ -7,6 +7,19 @@
 # their checksums; b waits for the MANIFEST in its replica, checks it and
 # tells a over TCP (busybox nc) that it is done, so both stop together.
 # Each guest leaves its agent's JSON log and what the test judges in /out.
+#
+# The master's bandwidth is capped (see the test's config) so that transfers
+# last seconds, and the phases around the first sync and after it break them:
+#   1. b's agent is SIGKILLed mid first sync and restarted: the master
+#      resumes from b's receive_resume_token;
+#   2. a's agent is SIGKILLed mid incremental and restarted: it reads b's
+#      token and resumes;
+#   3. b's agent is stopped while a writes and prunes (retention 5s:all),
+#      then started: an incremental from the held base;
+#   4. b stopped again, a stopped, the hold released and the base snapshot
+#      (b's newest) destroyed by hand, both started: an incremental from the
+#      bookmark.
+# After each phase a writes MANIFEST-N and b checks it against its replica.
 set -eu
 # shellcheck disable=SC3040 # busybox ash has pipefail
 set -o pipefail
@@ -20,6 +33,41 @@ retry() {
 		[ "$n" -lt 600 ] || return 1
 		sleep 0.5
 	done
+}
+# mark: the agent log's line count, for since.
+mark() { wc -l </out/agent.log; }
+# since MARK PATTERN: the agent log after MARK holds PATTERN.
+since() { tail -n +$(($1 + 1)) /out/agent.log | grep -q "$2"; }
+# taken_since MARK N: more than N snapshots taken after MARK.
+taken_since() { [ "$(tail -n +$(($1 + 1)) /out/agent.log | grep -c '"msg":"snapshot taken"')" -gt "$2" ]; }
+# moved MARK MSG N: a progress record MSG after MARK counts more than N bytes.
+moved() {
+	tail -n +$(($1 + 1)) /out/agent.log | grep "\"msg\":\"$2\"" | sed -n 's/.*"bytes":\([0-9]*\).*/\1/p' |
+		awk -v n="$3" '$1 > n {f = 1} END {exit !f}'
+}
+# await PORT: block until the other guest signals on PORT.
+await() { timeout 300 nc -l -p "$1" >/dev/null; }
+# signal HOST PORT
+signal() { retry sh -c "echo go | nc $1 $2"; }
+# nozfs WHAT: wait until no `zfs WHAT` process is left (a killed agent's
+# child finishes once its pipe ends).
+nozfs() { retry sh -c "! ps -o args | grep -q '^zfs $1'"; }
+# manifest N: the sums of every file but the manifests, written beside and
+# renamed into place (a snapshot holds all of it or none).
+manifest() {
+	(cd /tank/app && find . -type f ! -name 'MANIFEST*' | sort | xargs sha256sum) >"/tank/app/MANIFEST-$1.tmp"
+	mv "/tank/app/MANIFEST-$1.tmp" "/tank/app/MANIFEST-$1"
+}
+# checkmanifest N: wait for MANIFEST-N in the replica and check it.
+checkmanifest() {
+	mf=$1 # not n: retry counts in n
+	retry test -f "/backup/app/MANIFEST-$mf"
+	c() { (cd /backup/app && sha256sum -c "MANIFEST-$mf") >"/out/check-$mf" 2>&1; }
+	retry c || say "manifest $mf check failed: $(grep -v ': OK' "/out/check-$mf" | head -5)"
+}
+kill_agent() {
+	kill -KILL "$(cat /tmp/agent.pid)"
+	wait "$(cat /tmp/agent.pid)" || true
 }
 start_agent() {
 	flocker agent --config /tmp/flocker/flocker.ini --log-format json 2>>/out/agent.log &
@@ -65,10 +113,73 @@ a)
 	zfs list -H -t snapshot -o name -r tank >/out/snapshots
 	zfs list -H -t bookmark -o name -r tank >/out/bookmarks
 	zfs holds -H $(zfs list -H -t snapshot -o name -r tank) >/out/holds
+
+	# Phase 2: killed mid incremental, restarted.
+	m=$(mark)
+	dd if=/dev/urandom of=/tank/app/big2 bs=1M count=16 2>/dev/null
+	retry moved "$m" 'transfer in flight' 2000000
+	kill_agent
+	nozfs send
+	say "agent killed mid incremental"
+	echo "$m" >/out/mark-2
+	start_agent
+	# Resumed or redone: the test reads which from the log.
+	retry since "$m" '"msg":"replicated"'
+	manifest 2
+	await 9102
+	say "phase 2 checked"
+
+	# Phase 3: b away while a snapshots and prunes.
+	await 9103
+	m=$(mark)
+	echo "$m" >/out/mark-3
+	i=0
+	while [ $i -lt 12 ]; do
+		echo "away $i" >"/tank/app/away-$i"
+		retry taken_since "$m" "$i"
+		i=$((i + 1))
+		sleep 1
+	done
+	retry since "$m" '"msg":"pruned snapshots"'
+	zfs list -H -t snapshot -o name -r tank >/out/snapshots-3
+	signal 192.0.2.12 9113
+	retry since "$m" '"msg":"replicated"'
+	manifest 3
+	await 9104
+	say "phase 3 checked"
+
+	# Phase 4: b away (it names its newest snapshot), a stopped once its
+	# hold and bookmark are on that base, the hold released and the base
+	# destroyed; the bookmark is all that is left of it.
+	newest=$(timeout 300 nc -l -p 9105)
+	base="tank/app@$newest"
+	retry sh -c "zfs holds -H $base | grep -q flocker-base"
+	retry zfs list -H -t bookmark "tank/app#$newest" >/dev/null 2>&1
+	stop_agent
+	echo "$base" >/out/base-4
+	zfs release flocker-base "$base"
+	zfs destroy "$base"
+	zfs list -H -t bookmark -o name -r tank >/out/bookmarks-4
+	m=$(mark)
+	echo "$m" >/out/mark-4
+	echo "after the base" >/tank/app/after-base
+	start_agent
+	signal 192.0.2.12 9115
+	retry since "$m" '"msg":"replicated"'
+	manifest 4
+	await 9106
+	say "phase 4 checked"
 	stop_agent
 	;;
 b)
 	zpool create -f backup /dev/disk/by-id/virtio-pool0
+	start_agent
+	# Phase 1: killed mid first sync (progress notes come every second).
+	retry moved 0 'receive in flight' 2000000
+	kill_agent
+	nozfs receive
+	zfs get -H -o value receive_resume_token backup/app >/out/token-1 || true
+	say "agent killed mid first sync; token $(cut -c1-20 /out/token-1)"
 	start_agent
 	retry test -f /backup/app/MANIFEST
 	say "manifest received"
@@ -78,6 +189,25 @@ b)
 	zfs get -H -o value,source readonly backup/app >/out/readonly
 	zfs list -H -t snapshot -o name -r backup >/out/snapshots
 	retry sh -c 'echo done | nc 192.0.2.11 9100'
+
+	checkmanifest 2
+	signal 192.0.2.11 9102
+
+	stop_agent
+	signal 192.0.2.11 9103
+	await 9113
+	start_agent
+	checkmanifest 3
+	signal 192.0.2.11 9104
+
+	stop_agent
+	newest=$(zfs list -H -t snapshot -o name -s createtxg -r backup | tail -1 | cut -d@ -f2)
+	retry sh -c "echo $newest | nc 192.0.2.11 9105"
+	await 9115
+	start_agent
+	checkmanifest 4
+	zfs list -H -t snapshot -o name -r backup >/out/snapshots-4
+	signal 192.0.2.11 9106
 	stop_agent
 	;;
 *)
