@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -195,4 +196,15 @@ func earliest(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// warnUnlessStopping logs a failure as a warning, or at debug level when
+// ctx is done: then the agent is stopping, the failure is the stop cutting
+// a zfs command or a send short, and a warning would cry wolf.
+func warnUnlessStopping(ctx context.Context, log *slog.Logger, msg string, args ...any) {
+	level := slog.LevelWarn
+	if ctx.Err() != nil {
+		level = slog.LevelDebug
+	}
+	log.Log(context.WithoutCancel(ctx), level, msg, args...)
 }

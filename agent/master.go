@@ -200,7 +200,7 @@ func (m *master) cleanHolds(ctx context.Context) error {
 	keep := ours[len(ours)-1]
 	for _, s := range ours[:len(ours)-1] {
 		if err := m.z.Release(ctx, holdTag, s); err != nil && !errors.Is(err, snapshot.ErrNoSuchHold) {
-			m.log.Warn("releasing a stale hold failed", "snapshot", s, "err", err)
+			warnUnlessStopping(ctx, m.log, "releasing a stale hold failed", "snapshot", s, "err", err)
 			m.held = append(m.held, s)
 			continue
 		}
@@ -307,7 +307,7 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 
 func (m *master) sendList(ctx context.Context) {
 	if err := sendMsg(ctx, m.conn, &transport.SnapshotList{Dataset: m.cfg.name, Snapshots: toWire(m.wireList())}); err != nil {
-		m.log.Warn("sending snapshot list failed", "err", err)
+		warnUnlessStopping(ctx, m.log, "sending snapshot list failed", "err", err)
 	}
 }
 
@@ -507,7 +507,7 @@ func (m *master) syncHold(ctx context.Context) {
 func (m *master) moveHold(ctx context.Context, base string) {
 	if !slices.Contains(m.held, base) {
 		if err := m.z.Hold(ctx, holdTag, base); err != nil && !errors.Is(err, snapshot.ErrHoldExists) {
-			m.log.Warn("holding the replication base failed", "snapshot", base, "err", err)
+			warnUnlessStopping(ctx, m.log, "holding the replication base failed", "snapshot", base, "err", err)
 			return
 		}
 		m.held = append(m.held, base)
@@ -521,7 +521,7 @@ func (m *master) moveHold(ctx context.Context, base string) {
 	kept := []string{base}
 	if len(stale) > 0 {
 		if err := m.z.Release(ctx, holdTag, stale...); err != nil && !errors.Is(err, snapshot.ErrNoSuchHold) && !errors.Is(err, snapshot.ErrNotFound) {
-			m.log.Warn("releasing the old base failed; retrying later", "snapshots", stale, "err", err)
+			warnUnlessStopping(ctx, m.log, "releasing the old base failed; retrying later", "snapshots", stale, "err", err)
 			kept = append(kept, stale...)
 		}
 	}
@@ -539,12 +539,12 @@ func (m *master) bookmarkBase(ctx context.Context, base string) {
 	short := snapshot.Snapshot{Name: base}.ShortName()
 	mark := m.cfg.zfs + "#" + short
 	if err := m.z.CreateBookmark(ctx, base, mark); err != nil && !errors.Is(err, snapshot.ErrExists) {
-		m.log.Warn("bookmarking the base failed", "snapshot", base, "err", err)
+		warnUnlessStopping(ctx, m.log, "bookmarking the base failed", "snapshot", base, "err", err)
 		return
 	}
 	marks, err := m.z.ListBookmarks(ctx, m.cfg.zfs)
 	if err != nil {
-		m.log.Warn("listing bookmarks failed", "err", err)
+		warnUnlessStopping(ctx, m.log, "listing bookmarks failed", "err", err)
 		return
 	}
 	kept := marks[:0]
@@ -552,7 +552,7 @@ func (m *master) bookmarkBase(ctx context.Context, base string) {
 		i := len(m.cfg.zfs) + 1
 		if b.Name != mark && len(b.Name) > i && snapshot.IsFlockerName(b.Name[i:]) {
 			if err := m.z.DestroyBookmark(ctx, b.Name); err != nil {
-				m.log.Warn("destroying an old bookmark failed", "bookmark", b.Name, "err", err)
+				warnUnlessStopping(ctx, m.log, "destroying an old bookmark failed", "bookmark", b.Name, "err", err)
 				kept = append(kept, b)
 			}
 			continue
@@ -779,14 +779,14 @@ func (m *master) estimate(ctx context.Context, x *outgoing) (uint64, string) {
 		return uint64(n), "send -nP"
 	}
 	if !errors.Is(err, snapshot.ErrUnsupported) && err != nil {
-		m.log.Warn("estimating the send failed", "err", err)
+		warnUnlessStopping(ctx, m.log, "estimating the send failed", "err", err)
 	}
 	if x.kind != "full" {
 		return 0, ""
 	}
 	p, err := m.z.GetProperty(ctx, x.target.Name, "referenced")
 	if err != nil {
-		m.log.Warn("reading referenced for the estimate failed", "err", err)
+		warnUnlessStopping(ctx, m.log, "reading referenced for the estimate failed", "err", err)
 		return 0, ""
 	}
 	v, err := strconv.ParseUint(p.Value, 10, 64)
@@ -989,7 +989,7 @@ func (m *master) prune(ctx context.Context, now time.Time) {
 	}
 	err := m.z.DestroySnapshots(ctx, names...)
 	if err != nil {
-		m.log.Warn("pruning failed; re-reading the snapshot list", "err", err)
+		warnUnlessStopping(ctx, m.log, "pruning failed; re-reading the snapshot list", "err", err)
 		if snaps, lerr := m.z.ListSnapshots(ctx, m.cfg.zfs); lerr == nil {
 			sortByTXG(snaps)
 			gone := len(m.local) - len(snaps)

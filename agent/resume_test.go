@@ -1,6 +1,10 @@
 package agent
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,5 +31,20 @@ func TestMayResume(t *testing.T) {
 		if got := tc.m.mayResume(t0.Add(tc.at)); got != tc.want {
 			t.Errorf("%s: mayResume = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A failure while the agent stops is no warning; the same failure while it
+// runs is.
+func TestWarnUnlessStopping(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	warnUnlessStopping(ctx, log, "running")
+	cancel()
+	warnUnlessStopping(ctx, log, "stopping")
+	out := buf.String()
+	if !strings.Contains(out, `level=WARN msg=running`) || !strings.Contains(out, `level=DEBUG msg=stopping`) {
+		t.Errorf("logged:\n%s", out)
 	}
 }

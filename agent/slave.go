@@ -233,7 +233,7 @@ func (s *slave) checkDivergence(ctx context.Context, peer []snapshot.Snapshot) {
 func (s *slave) sendList(ctx context.Context, c *transport.Conn) {
 	list := &transport.SnapshotList{Dataset: s.cfg.name, Snapshots: toWire(s.local), ResumeToken: s.token}
 	if err := sendMsg(ctx, c, list); err != nil {
-		s.log.Warn("sending snapshot list failed", "err", err)
+		warnUnlessStopping(ctx, s.log, "sending snapshot list failed", "err", err)
 	}
 }
 
@@ -246,7 +246,7 @@ func (s *slave) refuse(ctx context.Context, ev evTransfer, reason string, now ti
 	s.st.LastError = &Problem{Code: codeRefused, Message: reason, At: now}
 	s.sendList(ctx, ev.c)
 	if err := sendMsg(ctx, ev.c, &transport.Ack{ID: hdr.ID, Dataset: s.cfg.name, Error: reason, Code: codeRefused}); err != nil {
-		s.log.Warn("sending ack failed", "err", err)
+		warnUnlessStopping(ctx, s.log, "sending ack failed", "err", err)
 	}
 }
 
@@ -367,7 +367,7 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 			// refuse the next incremental. It holds nothing but the snapshot
 			// just received, so rolling back to it loses nothing.
 			if err := s.z.Rollback(ctx, s.cfg.zfs+"@"+newest(s.local).ShortName()); err != nil {
-				s.log.Warn("rolling the new replica back to its snapshot failed", "err", err)
+				warnUnlessStopping(ctx, s.log, "rolling the new replica back to its snapshot failed", "err", err)
 			}
 		}
 	}
@@ -434,7 +434,7 @@ func (s *slave) remount(ctx context.Context, now time.Time) {
 
 func (s *slave) sendAck(ctx context.Context, r *incoming, a *transport.Ack) {
 	if err := sendMsg(ctx, r.c, a); err != nil {
-		s.log.Warn("sending ack failed", "id", a.ID, "err", err)
+		warnUnlessStopping(ctx, s.log, "sending ack failed", "id", a.ID, "err", err)
 	}
 }
 
@@ -545,7 +545,7 @@ func (s *slave) prune(ctx context.Context, now time.Time) {
 		names[i] = x.Name
 	}
 	if err := s.z.DestroySnapshots(ctx, names...); err != nil {
-		s.log.Warn("pruning failed; re-reading the snapshot list", "err", err)
+		warnUnlessStopping(ctx, s.log, "pruning failed; re-reading the snapshot list", "err", err)
 		if snaps, lerr := s.z.ListSnapshots(ctx, s.cfg.zfs); lerr == nil {
 			sortByTXG(snaps)
 			s.st.Snapshots.Pruned += uint64(max(len(s.local)-len(snaps), 0))

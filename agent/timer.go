@@ -140,7 +140,7 @@ func (t *Timer) changed(ctx context.Context, tg Target) bool {
 	}
 	n, ok, err := t.written(ctx, tg.Name)
 	if err != nil {
-		t.log.Warn("reading written property failed; assuming changed", "dataset", tg.Name, "err", err)
+		warnUnlessStopping(ctx, t.log, "reading written property failed; assuming changed", "dataset", tg.Name, "err", err)
 		return true
 	}
 	return !ok || n > 0

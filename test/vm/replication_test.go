@@ -214,6 +214,22 @@ func checkBrokenTransfers(t *testing.T, a, b *vmtest.GuestResult) {
 		t.Logf("phase 3: incremental from %s to %s", r.str("base"), r.str("target"))
 	}
 
+	// The last runs of both agents break nothing and end with SIGTERM (b's
+	// first, so a sees its peer leave): nothing there is a warning.
+	for name, rs := range map[string][]record{"a": alog, "b": blog} {
+		last := 0
+		for i, r := range rs {
+			if r.msg() == "agent started" {
+				last = i
+			}
+		}
+		for _, r := range rs[last:] {
+			if l := r.str("level"); l == "WARN" || l == "ERROR" {
+				t.Errorf("%s's last run, a clean one, logged %s %q: %v", name, l, r.msg(), r)
+			}
+		}
+	}
+
 	// Phase 4: the base snapshot destroyed, its bookmark starts the
 	// incremental.
 	base := strings.TrimSpace(string(a.Out["base-4"]))
