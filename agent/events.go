@@ -198,13 +198,47 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
-// warnUnlessStopping logs a failure as a warning, or at debug level when
-// ctx is done: then the agent is stopping, the failure is the stop cutting
-// a zfs command or a send short, and a warning would cry wolf.
+// warnUnlessStopping logs a failure as a warning, or quieter when no fault
+// is behind it: at debug level when ctx is done (the agent is stopping and
+// cut a zfs command or a send short), at info when an error among args is
+// an orderly end (see orderlyEnd).
 func warnUnlessStopping(ctx context.Context, log *slog.Logger, msg string, args ...any) {
 	level := slog.LevelWarn
+	for _, a := range args {
+		if err, ok := a.(error); ok && orderlyEnd(err) {
+			level = slog.LevelInfo
+		}
+	}
 	if ctx.Err() != nil {
 		level = slog.LevelDebug
 	}
 	log.Log(context.WithoutCancel(ctx), level, msg, args...)
+}
+
+// peerStopped reports an error that is the peer's orderly stop: it aborted
+// the transfer or closed the connection because it is shutting down. A
+// transfer cut so is no fault; one cut otherwise (the connection lost, or
+// replaced because the peer came back after a crash) is.
+func peerStopped(err error) bool {
+	if ae, ok := errors.AsType[*transport.TransferAbortedError](err); ok {
+		return ae.Remote && ae.Code == transport.AbortShutdown
+	}
+	if ce, ok := errors.AsType[*transport.CloseError](err); ok {
+		return ce.Remote && ce.Code == transport.CloseShutdown
+	}
+	return false
+}
+
+// orderlyEnd reports a control message lost to a connection closed in
+// order: the peer's stop, or a connection closed normally, superseded by a
+// crossing one, or closed by this node (a protocol error is logged where
+// it is found). The message goes again on the connection that replaces it.
+func orderlyEnd(err error) bool {
+	if peerStopped(err) {
+		return true
+	}
+	if ce, ok := errors.AsType[*transport.CloseError](err); ok {
+		return !ce.Remote || ce.Code == transport.CloseNormal || ce.Code == transport.CloseSuperseded
+	}
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -116,6 +117,7 @@ type outgoing struct {
 	token    string
 	started  time.Time
 	cancel   context.CancelFunc
+	stopping func() bool // the agent is stopping (else a cancel is the loop's)
 	bytes    atomic.Uint64
 	estimate atomic.Uint64
 	estSrc   atomic.Pointer[string]
@@ -161,6 +163,9 @@ func (m *master) init(ctx context.Context, now time.Time) error {
 		if m.marks, err = m.z.ListBookmarks(ctx, m.cfg.zfs); err != nil {
 			return fmt.Errorf("dataset %s: %w", m.cfg.name, err)
 		}
+		// A base destroyed by hand lives on as its bookmark, and in the
+		// peer's replica under its name: a new snapshot must not take it.
+		m.seq = max(m.seq, nextSeq(marksAsSnapshots(m.marks), m.cfg.epoch))
 	}
 	if m.cfg.features.Holds {
 		if err := m.cleanHolds(ctx); err != nil {
@@ -281,7 +286,7 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 			return
 		}
 		if m.xfer != nil && m.xfer.conn == ev.c {
-			m.fail(m.xfer, codeTransport, fmt.Errorf("connection lost: %v", ev.c.Err()), now)
+			m.fail(m.xfer, codeTransport, fmt.Errorf("connection lost: %w", ev.c.Err()), now)
 		}
 		m.conn, m.peerKnown = nil, false
 	case evList:
@@ -289,6 +294,8 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 			return
 		}
 		m.peer = fromWire(m.cfg.peer+":"+m.cfg.name, ev.m.Snapshots)
+		// Names the peer holds stay taken, whatever happened here since.
+		m.seq = max(m.seq, nextSeq(m.peer, m.cfg.epoch))
 		m.peerToken = ev.m.ResumeToken
 		m.peerKnown = true
 		m.peerSeen = true
@@ -638,6 +645,16 @@ func (m *master) resumable(ctx context.Context) *outgoing {
 	return out
 }
 
+// marksAsSnapshots names bookmarks as snapshots (dataset@mark), for their
+// flocker names.
+func marksAsSnapshots(marks []snapshot.Bookmark) []snapshot.Snapshot {
+	out := make([]snapshot.Snapshot, len(marks))
+	for i, b := range marks {
+		out[i] = snapshot.Snapshot{Name: strings.Replace(b.Name, "#", "@", 1), GUID: b.GUID, CreateTXG: b.CreateTXG}
+	}
+	return out
+}
+
 // mayResume reports that the peer may hold a partial receive we have not
 // resumed or given up on yet: it said so, or it has not spoken since this
 // agent started (for at most resumeKeep, so that a peer gone for good does
@@ -683,6 +700,7 @@ func (m *master) start(ctx context.Context, x *outgoing, now time.Time) {
 	x.nextNote = now.Add(progressEvery)
 	xctx, cancel := context.WithCancel(ctx)
 	x.cancel = cancel
+	x.stopping = func() bool { return ctx.Err() != nil }
 	m.xfer = x
 	args := []any{"id", x.id, "kind", x.kind, "target", x.target.ShortName()}
 	if x.base != nil {
@@ -717,8 +735,16 @@ func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("opening the transfer: %w", err)
 	}
+	// A cut stream tells the peer why: this agent stops (the peer keeps
+	// calm), or the loop gave up on the transfer.
+	cut := func() transport.AbortCode {
+		if x.stopping != nil && x.stopping() {
+			return transport.AbortShutdown
+		}
+		return transport.AbortCanceled
+	}
 	// A write blocked on flow control ends when the stream is reset.
-	stop := context.AfterFunc(ctx, func() { ot.Abort(transport.AbortCanceled) })
+	stop := context.AfterFunc(ctx, func() { ot.Abort(cut()) })
 	defer stop()
 	var w io.Writer = countingTransfer{ot, &x.bytes}
 	if m.cfg.bandwidth > 0 {
@@ -738,7 +764,7 @@ func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
 	if err != nil {
 		code := transport.AbortSendFailed
 		if ctx.Err() != nil {
-			code = transport.AbortShutdown
+			code = cut()
 		}
 		ot.Abort(code)
 		done.Error = errText(err)
@@ -936,11 +962,14 @@ func (m *master) fail(x *outgoing, code string, err error, now time.Time) {
 	m.st.LastError = problem(code, err, now)
 	args := []any{"id", x.id, "kind", x.kind, "target", x.target.ShortName(), "code", code, "err", err,
 		"bytes", x.bytes.Load(), "retry_in", d.Round(time.Millisecond)}
-	if code == codePoolFull {
+	switch {
+	case code == codePoolFull:
 		m.log.Error("peer's pool is full: transfer failed; still serving and retrying", args...)
-		return
+	case peerStopped(err):
+		m.log.Info("transfer interrupted: the peer is shutting down", args...)
+	default:
+		m.log.Warn("transfer failed", args...)
 	}
-	m.log.Warn("transfer failed", args...)
 }
 
 // prune applies retention: never the newest (PlanRetention), the held base,

@@ -465,9 +465,14 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 	s.st.Snapshots.FailedTransfers++
 	s.st.LastError = &Problem{Code: code, Message: msg, At: now}
 	args := []any{"id", r.hdr.ID, "target", r.hdr.Target, "code", code, "err", msg, "bytes", r.t.Bytes(), "resume_token", s.token != ""}
-	if code == codePoolFull {
+	switch {
+	case code == codePoolFull:
 		s.log.Error("receive failed: pool full", args...)
-	} else {
+	case code == codeShutdown:
+		s.log.Info("receive interrupted: shutting down", args...)
+	case peerStopped(err):
+		s.log.Info("receive interrupted: the master is shutting down", args...)
+	default:
 		s.log.Warn("receive failed", args...)
 	}
 	s.sendList(ctx, r.c)

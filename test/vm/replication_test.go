@@ -23,7 +23,8 @@ import (
 // something changed), the hold and the bookmark on the base, progress of
 // the first sync against `send -nP`'s estimate. In the same boot (see
 // testdata/replication.sh) transfers are broken: b's agent SIGKILLed mid
-// first sync and a's mid incremental are resumed from b's receive token;
+// first sync and a's mid incremental (SIGKILL, then SIGTERM) are resumed
+// from b's receive token;
 // pruning on a while b is away costs an incremental from the held base, and
 // with the base destroyed, from its bookmark; never a second full send.
 func TestReplication(t *testing.T) {
@@ -70,7 +71,7 @@ epoch = 0
 `, n, ip[n], peer[n], ip[peer[n]], prints[peer[n]], zfs[n], bandwidth[n], role[n])
 	}
 	pool := []vmtest.Disk{{Serial: "pool0", Size: 1 << 30}}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	start := time.Now()
 	res, err := vmtest.Run(ctx, vmtest.Spec{
@@ -78,7 +79,7 @@ epoch = 0
 		Guests:  []vmtest.Guest{{Name: "a", Disks: pool, Out: true}, {Name: "b", Disks: pool, Out: true}},
 		Script:  string(script),
 		Files:   files,
-		Timeout: 10 * time.Minute,
+		Timeout: 14 * time.Minute, // about 3 min on a quiet machine; TCG guests crawl under load
 		Log:     slog.New(slog.NewTextHandler(tWriter{t}, nil)),
 	})
 	if err != nil {
@@ -141,7 +142,12 @@ epoch = 0
 // checkBrokenTransfers judges the phases of replication.sh after the first
 // manifest, from the guests' files and the agents' JSON logs.
 func checkBrokenTransfers(t *testing.T, a, b *vmtest.GuestResult) {
-	for _, n := range []string{"2", "3", "4"} {
+	defer func() {
+		if t.Failed() {
+			t.Logf("a's agent log:\n%s\nb's agent log:\n%s", a.Out["agent.log"], b.Out["agent.log"])
+		}
+	}()
+	for _, n := range []string{"2", "2t", "3", "4"} {
 		check := string(b.Out["check-"+n])
 		if !strings.Contains(check, ": OK") || strings.Contains(check, "FAILED") {
 			t.Errorf("manifest %s fails on b's replica:\n%s", n, check)
@@ -155,8 +161,8 @@ func checkBrokenTransfers(t *testing.T, a, b *vmtest.GuestResult) {
 		}
 		return v
 	}
-	m2, m3, m4 := mark("2"), mark("3"), mark("4")
-	phase := map[string][]record{"1": alog[:m2], "2": alog[m2:m3], "3": alog[m3:m4], "4": alog[m4:]}
+	m2, m2t, m3, m4 := mark("2"), mark("2t"), mark("3"), mark("4")
+	phase := map[string][]record{"1": alog[:m2], "2": alog[m2:m2t], "2t": alog[m2t:m3], "3": alog[m3:m4], "4": alog[m4:]}
 	// One full stream in the whole run: the first sync, resumed after b's
 	// kill, not sent again.
 	if n := count(alog, "transfer started", "kind", "full"); n != 1 {
@@ -201,6 +207,21 @@ func checkBrokenTransfers(t *testing.T, a, b *vmtest.GuestResult) {
 	}
 	if r := find(phase["2"], "resuming the peer's partial receive", "", ""); r != nil {
 		t.Logf("phase 2: resumed %s with %.0f bytes received, %.0f remaining", r.str("target"), r.num("received"), r.num("remaining"))
+	}
+
+	// Phase 2t: the same after an orderly stop of a's agent, which b takes
+	// for what it is: no failure.
+	if find(phase["2t"], "transfer stopped: shutting down", "", "") == nil ||
+		find(phase["2t"], "resuming the peer's partial receive", "", "") == nil || find(phase["2t"], "replicated", "kind", "resume") == nil {
+		t.Error("phase 2t: a's agent, stopped mid incremental and started again, did not resume b's partial receive")
+	}
+	if r := find(blog, "receive interrupted: the master is shutting down", "", ""); r == nil || r.str("level") != "INFO" {
+		t.Errorf("b on a's orderly stop mid transfer: %v, want an info record", r)
+	}
+	for _, r := range blog {
+		if r.msg() == "receive failed" && strings.Contains(r.str("err"), "aborted by peer") {
+			t.Errorf("b took a's orderly stop for a failure: %v", r)
+		}
 	}
 
 	// Phase 3: pruned while b was away; then an incremental from the held

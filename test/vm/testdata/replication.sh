@@ -13,7 +13,7 @@
 #   1. b's agent is SIGKILLed mid first sync and restarted: the master
 #      resumes from b's receive_resume_token;
 #   2. a's agent is SIGKILLed mid incremental and restarted: it reads b's
-#      token and resumes;
+#      token and resumes; 2t: the same with SIGTERM (an orderly stop);
 #   3. b's agent is stopped while a writes and prunes (retention 5s:all),
 #      then started: an incremental from the held base;
 #   4. b stopped again, a stopped, the hold released and the base snapshot
@@ -129,6 +129,19 @@ a)
 	await 9102
 	say "phase 2 checked"
 
+	# Phase 2t: stopped in order (SIGTERM) mid incremental, restarted.
+	m=$(mark)
+	echo "$m" >/out/mark-2t
+	dd if=/dev/urandom of=/tank/app/big3 bs=1M count=16 2>/dev/null
+	retry moved "$m" 'transfer in flight' 2000000
+	stop_agent
+	m=$(mark)
+	start_agent
+	retry since "$m" '"msg":"replicated"'
+	manifest 2t
+	await 9107
+	say "phase 2t checked"
+
 	# Phase 3: b away while a snapshots and prunes.
 	await 9103
 	m=$(mark)
@@ -192,6 +205,8 @@ b)
 
 	checkmanifest 2
 	signal 192.0.2.11 9102
+	checkmanifest 2t
+	signal 192.0.2.11 9107
 
 	stop_agent
 	signal 192.0.2.11 9103
