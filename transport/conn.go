@@ -277,6 +277,12 @@ func (c *Conn) readControl() {
 			if c.Err() != nil {
 				return // the connection is already closed
 			}
+			if _, closed := errors.AsType[*quic.ApplicationError](err); closed {
+				// Closed with a code a moment before c.Err says so: by this
+				// node (superseded, shutting down) or by the peer. No
+				// protocol error; the session reports the close.
+				return
+			}
 			if errors.Is(err, io.EOF) {
 				c.fail(fmt.Errorf("%w: peer ended the control stream", errUnexpected))
 				return

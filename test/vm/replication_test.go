@@ -235,18 +235,21 @@ func checkBrokenTransfers(t *testing.T, a, b *vmtest.GuestResult) {
 		t.Logf("phase 3: incremental from %s to %s", r.str("base"), r.str("target"))
 	}
 
-	// The last runs of both agents break nothing and end with SIGTERM (b's
-	// first, so a sees its peer leave): nothing there is a warning.
-	for name, rs := range map[string][]record{"a": alog, "b": blog} {
-		last := 0
-		for i, r := range rs {
-			if r.msg() == "agent started" {
-				last = i
-			}
+	// The run ends with both agents stopped by SIGTERM, b's first, so a sees
+	// its peer leave: nothing from there on is a warning.
+	for name, g := range map[string]*vmtest.GuestResult{"a": a, "b": b} {
+		rs := alog
+		if name == "b" {
+			rs = blog
 		}
-		for _, r := range rs[last:] {
+		from, err := strconv.Atoi(strings.TrimSpace(string(g.Out["mark-stop"])))
+		if err != nil || from > len(rs) {
+			t.Errorf("%s's stop mark %q", name, g.Out["mark-stop"])
+			continue
+		}
+		for _, r := range rs[from:] {
 			if l := r.str("level"); l == "WARN" || l == "ERROR" {
-				t.Errorf("%s's last run, a clean one, logged %s %q: %v", name, l, r.msg(), r)
+				t.Errorf("%s, stopping in order, logged %s %q: %v", name, l, r.msg(), r)
 			}
 		}
 	}

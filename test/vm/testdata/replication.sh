@@ -116,7 +116,11 @@ a)
 
 	# Phase 2: killed mid incremental, restarted.
 	m=$(mark)
-	dd if=/dev/urandom of=/tank/app/big2 bs=1M count=16 2>/dev/null
+	# Made outside, copied in at once: one snapshot holds all of it (urandom
+	# is slow in a TCG guest; written slowly, it would be sliced into small
+	# transfers that can end before the kill).
+	dd if=/dev/urandom of=/tmp/big2 bs=1M count=16 2>/dev/null
+	cp /tmp/big2 /tank/app/big2
 	retry moved "$m" 'transfer in flight' 2000000
 	kill_agent
 	nozfs send
@@ -132,7 +136,8 @@ a)
 	# Phase 2t: stopped in order (SIGTERM) mid incremental, restarted.
 	m=$(mark)
 	echo "$m" >/out/mark-2t
-	dd if=/dev/urandom of=/tank/app/big3 bs=1M count=16 2>/dev/null
+	dd if=/dev/urandom of=/tmp/big3 bs=1M count=16 2>/dev/null
+	cp /tmp/big3 /tank/app/big3
 	retry moved "$m" 'transfer in flight' 2000000
 	stop_agent
 	m=$(mark)
@@ -181,6 +186,7 @@ a)
 	retry since "$m" '"msg":"replicated"'
 	manifest 4
 	await 9106
+	mark >/out/mark-stop # b is stopping now
 	say "phase 4 checked"
 	stop_agent
 	;;
@@ -222,6 +228,7 @@ b)
 	start_agent
 	checkmanifest 4
 	zfs list -H -t snapshot -o name -r backup >/out/snapshots-4
+	mark >/out/mark-stop
 	signal 192.0.2.11 9106
 	stop_agent
 	;;
