@@ -115,6 +115,9 @@ func (t *Timer) loop(ctx context.Context) {
 		}
 		t.mu.Unlock()
 		for _, tg := range targets {
+			// The change's time is when the sample began: a consumer
+			// that snapshotted after it knows this report is covered.
+			sampled := time.Now()
 			// Flush first: stores through a shared mapping reach ZFS only
 			// on writeback, and `written` counts only what reached it.
 			if err := syncfs(tg.Mountpoint); err != nil {
@@ -124,7 +127,7 @@ func (t *Timer) loop(ctx context.Context) {
 				continue
 			}
 			select {
-			case t.changes <- Change{Time: time.Now(), Dataset: tg.Name, Tier: TierTimer, Hook: "interval"}:
+			case t.changes <- Change{Time: sampled, Dataset: tg.Name, Tier: TierTimer, Hook: "interval"}:
 			case <-ctx.Done():
 				return
 			}

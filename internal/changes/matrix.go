@@ -108,6 +108,8 @@ type matrix struct {
 	n      agent.Notifier
 	target agent.Target
 	ex     Expectations
+	// afterDone is when the last AfterChange (the snapshot) finished.
+	afterDone time.Time
 }
 
 // run checks one operation and returns what happened, for the summary.
@@ -230,19 +232,30 @@ func (m *matrix) check(op Op, c agent.Change) {
 	}
 }
 
-// next waits up to d for one Change and consumes it.
+// next waits up to d for one Change and consumes it. A Change sampled
+// before the last AfterChange finished belongs to the dirty period that
+// snapshot ended (a slow snapshot under TCG outlasts a timer tick, as the
+// agent's would: it then takes one more, empty, snapshot); it is logged
+// and not counted.
 func (m *matrix) next(d time.Duration) (agent.Change, bool) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	select {
-	case c, ok := <-m.n.Changes():
-		if !ok {
-			m.t.Fatalf("the notifier closed its Changes channel")
+	for {
+		select {
+		case c, ok := <-m.n.Changes():
+			if !ok {
+				m.t.Fatalf("the notifier closed its Changes channel")
+			}
+			if m.ex.AfterChange != nil && c.Time.Before(m.afterDone) {
+				m.t.Logf("a %s/%s report sampled %v before the last snapshot ended: same dirty period",
+					c.Tier, c.Hook, m.afterDone.Sub(c.Time).Round(time.Millisecond))
+				continue
+			}
+			m.after(c)
+			return c, true
+		case <-timer.C:
+			return agent.Change{}, false
 		}
-		m.after(c)
-		return c, true
-	case <-timer.C:
-		return agent.Change{}, false
 	}
 }
 
@@ -282,6 +295,7 @@ func (m *matrix) after(c agent.Change) {
 	if err := m.ex.AfterChange(ctx, c); err != nil {
 		m.t.Fatalf("after the change from %s/%s: %v", c.Tier, c.Hook, err)
 	}
+	m.afterDone = time.Now()
 }
 
 func hooksOf(cs []agent.Change) string {
