@@ -7,7 +7,6 @@ package failover
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,30 +16,14 @@ import (
 
 	"github.com/flockerha/flocker/agent/config"
 	"github.com/flockerha/flocker/internal/agentpair"
+	"github.com/flockerha/flocker/internal/agentpair/pairtest"
 	"github.com/flockerha/flocker/internal/failpair"
 	"github.com/flockerha/flocker/internal/rig/rigtest"
-	"github.com/flockerha/flocker/internal/testutil"
 )
 
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "flocker-failover-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "flocker")
-	build := exec.Command("go", "build", "-o", bin, "github.com/flockerha/flocker/cmd/flocker")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building flocker: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pairtest.Main(m, &bin) }
 
 // Timeouts: generous, the machine is shared; nothing here asserts speed.
 const (
@@ -50,11 +33,7 @@ const (
 
 func newPair(t *testing.T, witness bool) *failpair.Pair {
 	t.Helper()
-	testutil.RequireRoot(t)
-	for _, tool := range []string{"zfs-fuse", "zfs", "zpool", "nsenter", "busybox"} {
-		_, err := exec.LookPath(tool)
-		testutil.RequireNoError(t, tool+" (run make setup)", err)
-	}
+	pairtest.RequireTools(t, "busybox")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p, err := failpair.New(ctx, failpair.Options{

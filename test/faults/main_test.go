@@ -7,7 +7,6 @@
 package faults
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -19,31 +18,14 @@ import (
 
 	"github.com/flockerha/flocker/internal/ackcheck"
 	"github.com/flockerha/flocker/internal/agentpair"
-	"github.com/flockerha/flocker/internal/rig/rigtest"
-	"github.com/flockerha/flocker/internal/testutil"
+	"github.com/flockerha/flocker/internal/agentpair/pairtest"
 	"github.com/flockerha/flocker/internal/treesum"
 )
 
 // bin is the flocker binary built once for the package.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "flocker-faults-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "flocker")
-	build := exec.Command("go", "build", "-o", bin, "github.com/flockerha/flocker/cmd/flocker")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building flocker: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pairtest.Main(m, &bin) }
 
 // Generous bounds: six test packages share two cores and one zfs-fuse
 // daemon. They bound waiting; nothing asserts speed.
@@ -52,76 +34,19 @@ const (
 	syncTimeout      = 2 * time.Minute
 )
 
-// newPair builds the pair with the timer tier at 200 ms; cleanup stops the
-// agents (SIGTERM and wait, before the pools go: see agentpair) and dumps
-// their logs' tails when the test failed.
+// newPair builds the pair with the timer tier at 200 ms (forced: auto
+// picks the tracepoint tier on this host), torn down with the test.
 func newPair(t *testing.T, opts agentpair.Options) *agentpair.Pair {
 	t.Helper()
-	testutil.RequireRoot(t)
-	for _, tool := range []string{"zfs-fuse", "zfs", "zpool", "nsenter"} {
-		_, err := exec.LookPath(tool)
-		testutil.RequireNoError(t, tool+" (run make setup)", err)
-	}
-	opts.Bin = bin
-	if opts.Logger == nil {
-		opts.Logger = rigtest.Logger(t)
-	}
-	if opts.Settings == nil {
-		opts.Settings = map[string]map[string]string{}
-	}
-	if opts.Settings["notify"] == nil {
-		// Forced: auto now picks the tracepoint tier on this host.
-		opts.Settings["notify"] = map[string]string{"mode": "timer", "interval": "200ms"}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	p, err := agentpair.New(ctx, opts)
-	if err != nil {
-		t.Fatalf("building the pair: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range p.Nodes() {
-				t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(40))
-			}
-		}
-		if err := p.Close(); err != nil {
-			t.Errorf("closing the pair: %v", err)
-		}
-	})
-	return p
+	return pairtest.New(t, bin, opts, map[string]string{"mode": "timer", "interval": "200ms"})
 }
 
-func start(t *testing.T, nodes ...*agentpair.Node) {
-	t.Helper()
-	for _, n := range nodes {
-		if err := n.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func waitRecord(t *testing.T, n *agentpair.Node, mark int, timeout time.Duration, what string, match func(agentpair.Record) bool) agentpair.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	r, err := n.Log.Wait(ctx, mark, match)
-	if err != nil {
-		t.Fatalf("%s: no %s within %v", n.Name, what, timeout)
-	}
-	return r
-}
-
-func msg(m string) func(agentpair.Record) bool {
-	return func(r agentpair.Record) bool { return r.Msg() == m }
-}
-
-func waitSame(t *testing.T, p *agentpair.Pair, timeout time.Duration) {
-	t.Helper()
-	if _, err := p.WaitSame(context.Background(), timeout); err != nil {
-		t.Fatal(err)
-	}
-}
+var (
+	start      = pairtest.Start
+	waitRecord = pairtest.WaitRecord
+	msg        = pairtest.Msg
+	waitSame   = pairtest.WaitSame
+)
 
 // account checks every acknowledged write of l in the replica and logs the
 // report; any write lost or torn fails the test.
