@@ -12,7 +12,7 @@ BIN := bin/flocker
 # VM tier images (kernel, initramfs with OpenZFS) are cached here.
 VM_DIR ?= /var/tmp/flocker-vm
 export FLOCKER_VM_DIR := $(VM_DIR)
-TEST_TIMEOUT ?= 40m
+TEST_TIMEOUT ?= 60m
 # Time per fuzz target: make fuzz uses FUZZTIME, make test the short CI bound.
 FUZZTIME ?= 20s
 CI_FUZZTIME ?= 5s
