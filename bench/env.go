@@ -136,7 +136,7 @@ func (e *Env) Agents(ctx context.Context, mode string, interval time.Duration, f
 		}
 	}
 	e.progress("agents: [notify] mode = %s, interval = %v", mode, interval)
-	if err := e.startAgents(ctx); err != nil {
+	if err := e.startAgents(ctx, mode); err != nil {
 		return err
 	}
 	e.settings = want
@@ -187,7 +187,7 @@ func (e *Env) stopAgents() error {
 	return errors.Join(errs...)
 }
 
-func (e *Env) startAgents(ctx context.Context) error {
+func (e *Env) startAgents(ctx context.Context, mode string) error {
 	p := e.pair
 	mark := p.Master.Log.Len()
 	if err := p.Slave.Start(); err != nil {
@@ -218,6 +218,20 @@ func (e *Env) startAgents(ctx context.Context) error {
 		}
 		_ = p.Slave.Stop()
 		return fmt.Errorf("%w: %s", errRefused, reason)
+	}
+	// A running agent may still refuse the mode: the master's dataset loop
+	// starts once the roles are settled, and a forced tier that cannot
+	// attach leaves it without one (the agent keeps serving, and retrying).
+	r, err = p.Master.Log.Wait(wctx, mark, func(r agentpair.Record) bool {
+		return r.Msg() == "dataset notifier" || r.Msg() == "notifier tier refused" && r.Str("tier") == mode
+	})
+	if err != nil {
+		return fmt.Errorf("master started no dataset notifier: %w\n%s", err, p.Master.Log.Tail(10))
+	}
+	if r.Msg() == "notifier tier refused" {
+		_ = p.Master.Stop()
+		_ = p.Slave.Stop()
+		return fmt.Errorf("%w: %s: %s", errRefused, r.Str("tier"), r.Str("reason"))
 	}
 	return nil
 }
@@ -253,7 +267,7 @@ func (e *Env) AddDatasets(ctx context.Context, names []string, create bool, time
 			return err
 		}
 	}
-	if err := e.startAgents(ctx); err != nil {
+	if err := e.startAgents(ctx, mode); err != nil {
 		return err
 	}
 	e.settings = fmt.Sprintf("%s/%v", mode, interval)
