@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/flockerha/flocker/internal/vmtest"
-	"github.com/flockerha/flocker/transport/pki"
 )
 
 // TestFailover runs failover and return between two OpenZFS guests: a
@@ -26,15 +25,7 @@ func TestFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{}
-	prints := map[string]string{}
-	for _, name := range []string{"a", "b"} {
-		cr, err := pki.Generate(name, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name+".crt"], files[name+".key"], prints[name] = cr.CertPEM, cr.KeyPEM, cr.Fingerprint
-	}
+	files, prints := guestCredentials(t)
 	ip := map[string]string{"a": "192.0.2.11", "b": "192.0.2.12"}
 	zfs := map[string]string{"a": "tank/app", "b": "backup/app"}
 	mnt := map[string]string{"a": "/tank/app", "b": "/backup/app"}
