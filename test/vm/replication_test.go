@@ -39,6 +39,10 @@ func TestReplication(t *testing.T) {
 	peer := map[string]string{"a": "b", "b": "a"}
 	// Transfers that last seconds, so the scenario can break them.
 	bandwidth := map[string]string{"a": "3MiB", "b": "0"}
+	// This scenario is about replication, not failover: TCG guests under
+	// load stall for seconds (a snapshot took 2.6 s in one run, and b
+	// promoted itself on a 1 s timeout while connected), so the failover
+	// timeout is far above any stall.
 	for _, n := range []string{"a", "b"} {
 		files[n+".ini"] = fmt.Appendf(nil, `[node]
 name = %s
@@ -56,6 +60,8 @@ interval = 200ms
 retention = 5s:all
 [replication]
 bandwidth = %s
+[failover]
+timeout = 10s
 [state]
 role = %s
 epoch = 0
