@@ -10,6 +10,7 @@ import (
 
 	"github.com/flockerha/flocker/agent"
 	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/internal/atomicfile"
 	"github.com/flockerha/flocker/snapshot"
 	"github.com/flockerha/flocker/transport/pki"
 )
@@ -56,6 +57,13 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 			fmt.Fprintln(e.stderr, p)
 		}
 		return fail(e, "agent", fmt.Errorf("refusing to start: %d problem(s) in %s (flocker check lists them)", len(probs), path))
+	}
+	// A writer killed mid-rewrite of [state] leaves its temporary behind;
+	// an hour is far beyond any rewrite still running.
+	if removed, err := atomicfile.RemoveStale(path, time.Now().Add(-time.Hour)); err != nil {
+		e.log.Warn("stale config temporaries not removed", "config", path, "err", err)
+	} else if len(removed) > 0 {
+		e.log.Info("removed stale config temporaries", "config", path, "files", removed)
 	}
 	cert, fingerprint, err := pki.LoadKeyPair(c.TLS.Cert, c.TLS.Key)
 	if err != nil {

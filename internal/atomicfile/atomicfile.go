@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Pending is a file written in full beside its destination but not yet in
@@ -136,4 +138,45 @@ func syncDir(dir string) error {
 	}
 	err = d.Sync()
 	return errors.Join(err, d.Close())
+}
+
+// RemoveStale removes the temporaries a writer of path killed between Stage
+// and Commit left beside it (".NAME.tmp-*"), when they were last modified
+// before cutoff: a younger one may belong to a writer still running. It
+// returns the names it removed.
+func RemoveStale(path string, cutoff time.Time) ([]string, error) {
+	target, err := resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	found, err := filepath.Glob(filepath.Join(filepath.Dir(target), "."+escapeGlob(filepath.Base(target))+".tmp-*"))
+	if err != nil {
+		return nil, fmt.Errorf("looking for stale temporaries of %s: %w", path, err)
+	}
+	var removed []string
+	var errs []error
+	for _, name := range found {
+		info, err := os.Lstat(name)
+		if err != nil || !info.Mode().IsRegular() || !info.ModTime().Before(cutoff) {
+			continue
+		}
+		if err := os.Remove(name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// escapeGlob quotes the characters filepath.Match treats specially.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

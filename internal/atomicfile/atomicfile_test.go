@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/flockerha/flocker/internal/testutil"
 )
@@ -150,5 +151,42 @@ func checkNoLeftovers(t *testing.T, dir string, n int) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("%s holds %v, want %d entries", dir, names, n)
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "flocker[1].ini")
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, ".flocker[1].ini.tmp-111")
+	young := filepath.Join(dir, ".flocker[1].ini.tmp-222")
+	other := filepath.Join(dir, ".other.ini.tmp-333")
+	for _, f := range []string{old, young, other} {
+		if err := os.WriteFile(f, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	for _, f := range []string{old, other} {
+		if err := os.Chtimes(f, now.Add(-time.Hour), now.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveStale(path, now.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0] != old {
+		t.Fatalf("removed %v, want only %s", removed, old)
+	}
+	for _, f := range []string{path, young, other} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s should remain: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("%s should be gone: %v", old, err)
 	}
 }
