@@ -11,46 +11,63 @@ import (
 
 // ZFS is flocker's one adapter to ZFS: every zfs and zpool command flocker
 // runs goes through one of its methods. Each method validates every name it
-// is given before anything is executed, runs the tool without a shell under
-// the caller's context, and turns a failure into typed errors (ZFSError and
-// the Err* kinds) parsed from the tool's stderr. What a method needs from the
-// dialect is checked against the detected Features; a missing feature is
-// ErrUnsupported, returned before anything runs.
+// is given before anything is executed, runs the tool without a shell,
+// bounded by the caller's context, and turns a failure into typed errors
+// (ZFSError and the Err* kinds) parsed from the tool's stderr. What a method
+// needs from the dialect is checked against the detected Features; a
+// missing feature is ErrUnsupported, returned before anything runs.
 //
-// Why our own exec and not github.com/mistifyio/go-zfs underneath: the design
-// asked for go-zfs where it serves, and each operation was weighed against it
-// (go-zfs v3.0.1, the current v3; v4.0.0 differs only by a package-global
-// timeout). It serves none of them:
+// Two backends run the commands: github.com/mistifyio/go-zfs/v4 where it
+// serves, and CLI, our own context-aware exec, where it falls short or the
+// dialect differs. go-zfs serves only where its command lines and parsing
+// hold: OpenZFS with `list -p` and the written property (detected: every
+// go-zfs dataset call ends in `zfs list -Hp -o ...,written,logicalused`,
+// which zfs-fuse refuses), and when the adapter's binaries are the zfs and
+// zpool in PATH (go-zfs cannot be given others). Otherwise everything runs
+// on CLI. Per operation, on such an OpenZFS:
 //
-//   - context: go-zfs runs exec.Command without a context, so no go-zfs call
-//     can be cancelled or bounded. flocker must stop any zfs command on
-//     shutdown, on failover and when zfs-fuse's daemon stops answering
-//     (measured here: a wedged daemon hangs every zfs command). This alone
-//     rules out every operation.
-//   - per instance: go-zfs's runner, binary name ("zfs" from PATH) and logger
-//     are package globals (SetLogger), against the per-instance logger and
-//     binary paths flocker injects.
-//   - dialect: its dataset calls (GetDataset, Snapshots, CreateFilesystem and
-//     Snapshot, which re-read the dataset, ReceiveSnapshot) run `zfs list -p`
-//     and parse written/logicalused columns; zfs-fuse has neither, so on
-//     zfs-fuse they all fail. Its Zpool runs `zpool get -p`, also missing there.
-//   - missing operations: holds, bookmarks, resumable receive (-s, -t, -A),
-//     send -nP estimates, receive -o/-u, batch snapshot and destroy.
-//   - streams: SendSnapshot/IncrementalSend/ReceiveSnapshot cannot be
-//     cancelled, IncrementalSend refuses a bookmark as the source, and a
-//     failed receive is not cleaned up.
-//   - errors: go-zfs returns the raw stderr; the typed errors here are parsed
-//     from it anyway.
+//   - go-zfs: CreateDataset without Parents (CreateFilesystem), Exists of a
+//     dataset or snapshot, Space, Written and Mountpoint (GetDataset; plus
+//     `get mounted` for Mountpoint), SetProperty and SetProperties of one
+//     property, Snapshot of one snapshot, DestroySnapshots of one snapshot
+//     per dataset (and the one-by-one retry), DestroyDataset, Rollback and
+//     RollbackDestroying (after our own listing check), Clone (after a
+//     check that the parent exists: go-zfs always passes -p), Rename,
+//     Mount, Unmount (never forced), Pools (ListZpools).
+//   - CLI, go-zfs having no such call or the wrong shape: GetProperty and
+//     GetProperties (go-zfs returns the value without its source, and one
+//     property per exec), InheritProperty, Promote, batches (several
+//     snapshots atomically, `destroy ds@a,b`, `set a=1 b=2` atomically),
+//     create -p, ListSnapshots/GetSnapshots (guid, createtxg, creation in
+//     one exec), holds, bookmarks, Exists of a bookmark, send and receive
+//     (cancellable streams, resume tokens, -A, bookmarks as sources,
+//     receive -o/-u, send -nP), Detect.
 //
-// Per operation, then: create, get/set/inherit properties, list snapshots and
-// bookmarks, snapshot, destroy, hold/release/holds, bookmark, rollback,
-// rename, clone, promote, mount/unmount, send, receive, estimates, pools all
-// run through CLI (context-aware exec). go-zfs is therefore not a dependency.
+// How the go-zfs calls are held to the same rules:
+//   - names are validated before the call is made, as for CLI;
+//   - context: go-zfs takes none. The call runs in a goroutine; when the
+//     context ends first the method returns the context's error at once
+//     and the call is abandoned, its command killed by go-zfs v4's
+//     package-level Runner (SIGTERM after goZFSChildLimit, SIGKILL
+//     goZFSGrace later), which the first such adapter installs;
+//   - errors: go-zfs's *zfs.Error carries the stderr, parsed by the same
+//     parser into ZFSError; a panic in go-zfs's parsing becomes an error;
+//   - logging: go-zfs's logger is a package global and stays unset; each
+//     call is logged on the CLI's logger like an exec, with via=go-zfs;
+//   - go-zfs re-reads the dataset after create, snapshot, clone, rename,
+//     mount and unmount (one more `zfs list`), so a failure of that read
+//     is reported although the change was made;
+//   - go-zfs runs the tools with the process's environment, not LC_ALL=C.
+//
 // Resolving a mountpoint to its dataset reads /proc/self/mountinfo: no exec.
 type ZFS struct {
 	cli     *CLI
 	dialect Dialect
 	log     *slog.Logger
+	// pathBinaries: the CLI runs the zfs and zpool PATH gives, which are
+	// the ones go-zfs runs.
+	pathBinaries bool
+	goStats      *goZFSStats
 }
 
 // New detects the dialect of the tools cli runs (see Detect) and returns an
@@ -69,7 +86,12 @@ func NewWithDialect(cli *CLI, d Dialect, log *slog.Logger) *ZFS {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &ZFS{cli: cli, dialect: d, log: log}
+	z := &ZFS{cli: cli, dialect: d, log: log, pathBinaries: runsPathBinaries(cli), goStats: &goZFSStats{}}
+	if goZFSFits(d) && z.pathBinaries {
+		setGoZFSRunner()
+	}
+	log.Debug("zfs adapter", "dialect", d.Name, "go-zfs", goZFSFits(d) && z.pathBinaries, "go-zfs fits dialect", goZFSFits(d), "path binaries", z.pathBinaries)
+	return z
 }
 
 // Dialect is what the adapter was built for.

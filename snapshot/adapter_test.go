@@ -14,17 +14,40 @@ import (
 // recordingZFS returns an adapter whose zfs and zpool are a script that
 // appends its arguments to a log file and fails; and a function returning
 // the log. The script is a real process, so "nothing in the log" means
-// "nothing was executed".
+// "nothing was executed". The adapter is given the script's path, so it
+// never routes to go-zfs (which runs zfs from PATH); see recordingPathZFS.
 func recordingZFS(t *testing.T, d Dialect) (*ZFS, func() string) {
+	t.Helper()
+	return recordingZFSBody(t, d, false, "echo 'recorded, not run' >&2\nexit 1")
+}
+
+// recordingPathZFS is recordingZFS with the script put first in PATH as
+// zfs and zpool, and the adapter given no paths: where the dialect fits,
+// the operations go-zfs serves run through go-zfs, on the script.
+func recordingPathZFS(t *testing.T, d Dialect) (*ZFS, func() string) {
+	t.Helper()
+	return recordingZFSBody(t, d, true, "echo 'recorded, not run' >&2\nexit 1")
+}
+
+// recordingZFSBody writes the recording script with body after the
+// recording line.
+func recordingZFSBody(t *testing.T, d Dialect, onPath bool, body string) (*ZFS, func() string) {
 	t.Helper()
 	dir := t.TempDir()
 	log := filepath.Join(dir, "exec.log")
 	script := filepath.Join(dir, "zfs")
-	body := "#!/bin/sh\nprintf '%s\\n' \"$*\" >>" + log + "\necho 'recorded, not run' >&2\nexit 1\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+	text := "#!/bin/sh\nprintf '%s\\n' \"$*\" >>" + log + "\n" + body + "\n"
+	if err := os.WriteFile(script, []byte(text), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cli := NewCLI(script, script, testLog(t))
+	if onPath {
+		if err := os.Symlink(script, filepath.Join(dir, "zpool")); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		cli = NewCLI("", "", testLog(t))
+	}
 	return NewWithDialect(cli, d, testLog(t)), func() string {
 		b, err := os.ReadFile(log)
 		if errors.Is(err, os.ErrNotExist) {
@@ -38,9 +61,29 @@ func recordingZFS(t *testing.T, d Dialect) (*ZFS, func() string) {
 }
 
 // Names with shell syntax, option syntax or characters ZFS forbids are
-// refused by every operation before anything is executed.
+// refused by every operation before anything is executed, by our exec or
+// by go-zfs.
 func TestBadNamesRejectedBeforeExec(t *testing.T) {
-	z, execs := recordingZFS(t, allFeatures)
+	t.Run("exec", func(t *testing.T) {
+		z, execs := recordingZFS(t, allFeatures)
+		if z.useGoZFS(goOpSnapshot) {
+			t.Fatal("an adapter given the script's path routes to go-zfs")
+		}
+		testBadNamesRejected(t, z, execs)
+	})
+	t.Run("go-zfs", func(t *testing.T) {
+		z, execs := recordingPathZFS(t, allFeatures)
+		if !z.useGoZFS(goOpSnapshot) {
+			t.Fatal("an adapter on PATH's zfs with an OpenZFS dialect does not route to go-zfs")
+		}
+		testBadNamesRejected(t, z, execs)
+		if calls := z.goStats.snapshot(); calls[goOpSnapshot] != 1 || len(calls) != 1 {
+			t.Errorf("go-zfs calls %v, want the one good snapshot", calls)
+		}
+	})
+}
+
+func testBadNamesRejected(t *testing.T, z *ZFS, execs func() string) {
 	ctx := context.Background()
 	const ds, snap = "tank/app", "tank/app@s1"
 	badDatasets := []string{"-R", "tank/-x", "tank/a;rm -rf /", "tank/$(id)", "tank/a b", "tank/a\nb", "tank/`x`", "tank/a|b", "tank/a&b", "tank/a>b", "", "/tank/app", "tank/a'b", "tank/a\"b"}

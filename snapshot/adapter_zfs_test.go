@@ -314,6 +314,11 @@ func TestZFSAdapter(t *testing.T) {
 		mustOK(t, "snapshot", z.Snapshot(ctx, moved+"@base"))
 		clone := p1.Name + "/clone"
 		mustOK(t, "clone", z.Clone(ctx, moved+"@base", clone, map[string]string{"flocker:stash": "yes"}))
+		// No parents are made (go-zfs's clone passes -p: the adapter checks).
+		wantErr(t, "clone into a missing parent", z.Clone(ctx, moved+"@base", p1.Name+"/nope/clone", nil), ErrNotFound)
+		if ok, err := z.Exists(ctx, p1.Name+"/nope"); ok || err != nil {
+			t.Errorf("a refused clone made its parent: %v %v", ok, err)
+		}
 		if p, err := z.GetProperty(ctx, clone, "origin"); err != nil || p.Value != moved+"@base" {
 			t.Errorf("clone origin %+v %v", p, err)
 		}
@@ -968,6 +973,49 @@ func TestZFSAdapter(t *testing.T) {
 		wantErr(t, "abort with nothing to abort", z.AbortReceive(ctx, dst), ErrNoReceiveState)
 		_, err = z.Receive(ctx, dst, bytes.NewReader(incr), ReceiveOptions{})
 		mustOK(t, "receive the incremental after abort", err)
+	})
+
+	// The subtests above ran every go-zfs-backed operation through go-zfs
+	// where it fits (OpenZFS in the guest), and none on zfs-fuse.
+	t.Run("gozfs_routing", func(t *testing.T) {
+		calls := z.goStats.snapshot()
+		t.Logf("go-zfs calls: %v", calls)
+		if !goZFSFits(z.Dialect()) {
+			if len(calls) != 0 {
+				t.Errorf("go-zfs ran %v on %s", calls, z.Dialect().Name)
+			}
+			return
+		}
+		if !z.pathBinaries {
+			t.Fatal("the adapter runs PATH's zfs but does not know it")
+		}
+		for _, op := range goZFSOps {
+			if calls[op] == 0 {
+				t.Errorf("%s never ran through go-zfs", op)
+			}
+		}
+		if n := z.goStats.abandoned.Load(); n != 0 {
+			t.Errorf("%d go-zfs calls abandoned", n)
+		}
+		// Measured, not asserted: one snapshot through go-zfs (snapshot,
+		// then go-zfs's re-read) against our exec (snapshot alone).
+		ds := p1.Name + "/timing"
+		mustOK(t, "create", z.CreateDataset(ctx, ds, CreateOptions{}))
+		viaExec := *z
+		viaExec.pathBinaries = false
+		const rounds = 20
+		took := map[string][]time.Duration{}
+		for i := range rounds {
+			for name, a := range map[string]*ZFS{"go-zfs": z, "exec": &viaExec} {
+				start := time.Now()
+				mustOK(t, "snapshot", a.Snapshot(ctx, fmt.Sprintf("%s@%s-%d", ds, name, i)))
+				took[name] = append(took[name], time.Since(start))
+			}
+		}
+		for name, d := range took {
+			slices.Sort(d)
+			t.Logf("one snapshot via %s: median %v, max %v over %d", name, d[rounds/2], d[rounds-1], rounds)
+		}
 	})
 }
 

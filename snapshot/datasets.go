@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	gozfs "github.com/mistifyio/go-zfs/v4"
 )
 
 // CreateOptions configures CreateDataset.
@@ -30,6 +32,12 @@ func (z *ZFS) CreateDataset(ctx context.Context, name string, opts CreateOptions
 		args = append(args, "-p")
 	}
 	args = append(append(args, props...), name)
+	if !opts.Parents && z.useGoZFS(goOpCreate) {
+		return z.goZFS(ctx, goOpCreate, op, name, args, func() error {
+			_, err := gozfs.CreateFilesystem(name, opts.Properties)
+			return err
+		})
+	}
 	_, err = z.zfs(ctx, op, name, args...)
 	return err
 }
@@ -40,9 +48,17 @@ func (z *ZFS) Exists(ctx context.Context, name string) (bool, error) {
 	if err := validate(op, validateAnyName(name)); err != nil {
 		return false, err
 	}
-	// get works for bookmarks on every dialect that has them; list would
-	// need -t bookmark.
-	_, err := z.zfs(ctx, op, name, "get", "-H", "-o", "value", "createtxg", name)
+	var err error
+	if !strings.Contains(name, "#") && z.useGoZFS(goOpExists) {
+		err = z.goZFS(ctx, goOpExists, op, name, goZFSListArgs(name), func() error {
+			_, err := gozfs.GetDataset(name)
+			return err
+		})
+	} else {
+		// get works for bookmarks on every dialect that has them; list
+		// would need -t bookmark.
+		_, err = z.zfs(ctx, op, name, "get", "-H", "-o", "value", "createtxg", name)
+	}
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -66,12 +82,22 @@ func (z *ZFS) DestroyDataset(ctx context.Context, name string, opts DestroyOptio
 		return err
 	}
 	args := []string{"destroy"}
+	flags := gozfs.DestroyDefault
 	if opts.Recursive {
 		args = append(args, "-r")
+		flags |= gozfs.DestroyRecursive
 	}
+	args = append(args, name)
 	z.log.Info("destroying dataset", "dataset", name, "recursive", opts.Recursive)
-	_, err := z.zfsUnmounting(ctx, op, name, append(args, name)...)
-	return err
+	if z.useGoZFS(goOpDestroyDataset) {
+		return z.retryBusy(ctx, func() error {
+			return z.goZFS(ctx, goOpDestroyDataset, op, name, args, func() error { return goDataset(name).Destroy(flags) })
+		})
+	}
+	return z.retryBusy(ctx, func() error {
+		_, err := z.zfs(ctx, op, name, args...)
+		return err
+	})
 }
 
 // Retrying a busy unmount. zfs-fuse reports a file system busy for a while
@@ -85,19 +111,18 @@ const (
 	busyRetryInterval = 100 * time.Millisecond
 )
 
-// zfsUnmounting runs a command that unmounts (destroy, unmount, rename),
-// repeating it while zfs says the file system is busy, for up to
-// busyRetryFor.
-func (z *ZFS) zfsUnmounting(ctx context.Context, op, target string, args ...string) ([]byte, error) {
+// retryBusy runs a command that unmounts (destroy, unmount), repeating it
+// while zfs says the file system is busy, for up to busyRetryFor.
+func (z *ZFS) retryBusy(ctx context.Context, run func() error) error {
 	deadline := time.Now().Add(busyRetryFor)
 	for {
-		out, err := z.zfs(ctx, op, target, args...)
+		err := run()
 		if err == nil || !errors.Is(err, ErrBusy) || errors.Is(err, ErrHeld) || time.Now().After(deadline) {
-			return out, err
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return out, err
+			return err
 		case <-time.After(busyRetryInterval):
 		}
 	}
@@ -138,7 +163,22 @@ func (z *ZFS) Rename(ctx context.Context, from, to string, opts RenameOptions) e
 		args = append(args, "-p")
 	}
 	args = append(args, from, to)
-	_, err := z.zfs(ctx, op, from, args...)
+	rename := func() error {
+		if z.useGoZFS(goOpRename) {
+			// go-zfs puts -p after the operands; getopt takes it there.
+			goArgs := []string{"rename", from, to}
+			if opts.Parents {
+				goArgs = append(goArgs, "-p")
+			}
+			return z.goZFS(ctx, goOpRename, op, from, goArgs, func() error {
+				_, err := goDataset(from).Rename(to, opts.Parents, false)
+				return err
+			})
+		}
+		_, err := z.zfs(ctx, op, from, args...)
+		return err
+	}
+	err := rename()
 	if err == nil || snapshot || !errors.Is(err, ErrBusy) {
 		return err
 	}
@@ -161,7 +201,7 @@ func (z *ZFS) Rename(ctx context.Context, from, to string, opts RenameOptions) e
 			return errors.Join(err, ctx.Err())
 		case <-time.After(busyRetryInterval):
 		}
-		_, err = z.zfs(ctx, op, from, args...)
+		err = rename()
 	}
 	name := to
 	if err != nil {
@@ -182,7 +222,28 @@ func (z *ZFS) Clone(ctx context.Context, snapshot, target string, props map[stri
 	if err := validate(op, ValidateSnapshot(snapshot), ValidateDataset(target), err); err != nil {
 		return err
 	}
-	_, err = z.zfs(ctx, op, target, append(append([]string{"clone"}, p...), snapshot, target)...)
+	args := append(append([]string{"clone"}, p...), snapshot, target)
+	if z.useGoZFS(goOpClone) {
+		// go-zfs always clones with -p, which would create missing
+		// parents: the parent is checked first, so that a missing one
+		// fails as it does without -p (ErrNotFound). A parent destroyed
+		// between the two is recreated.
+		if i := strings.LastIndex(target, "/"); i > 0 {
+			parent := target[:i]
+			err := z.goZFS(ctx, goOpClone, op, parent, goZFSListArgs(parent), func() error {
+				_, err := gozfs.GetDataset(parent)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return z.goZFS(ctx, goOpClone, op, target, args, func() error {
+			_, err := goDataset(snapshot).Clone(target, props)
+			return err
+		})
+	}
+	_, err = z.zfs(ctx, op, target, args...)
 	return err
 }
 
@@ -205,6 +266,12 @@ func (z *ZFS) Mount(ctx context.Context, dataset string) error {
 	if err := validate(op, ValidateDataset(dataset)); err != nil {
 		return err
 	}
+	if z.useGoZFS(goOpMount) {
+		return z.goZFS(ctx, goOpMount, op, dataset, []string{"mount", dataset}, func() error {
+			_, err := goDataset(dataset).Mount(false, nil)
+			return err
+		})
+	}
 	_, err := z.zfs(ctx, op, dataset, "mount", dataset)
 	return err
 }
@@ -219,13 +286,47 @@ func (z *ZFS) Unmount(ctx context.Context, dataset string) error {
 	if err := validate(op, ValidateDataset(dataset)); err != nil {
 		return err
 	}
-	_, err := z.zfsUnmounting(ctx, op, dataset, "unmount", dataset)
-	return err
+	if z.useGoZFS(goOpUnmount) {
+		return z.retryBusy(ctx, func() error {
+			return z.goZFS(ctx, goOpUnmount, op, dataset, []string{"umount", dataset}, func() error {
+				_, err := goDataset(dataset).Unmount(false)
+				return err
+			})
+		})
+	}
+	return z.retryBusy(ctx, func() error {
+		_, err := z.zfs(ctx, op, dataset, "unmount", dataset)
+		return err
+	})
 }
 
 // Mountpoint returns a file system's mountpoint property ("legacy" and
 // "none" as they are) and whether it is mounted.
 func (z *ZFS) Mountpoint(ctx context.Context, dataset string) (path string, mounted bool, err error) {
+	if z.useGoZFS(goOpMountpoint) {
+		const op = "mountpoint"
+		if err := validate(op, ValidateDataset(dataset)); err != nil {
+			return "", false, err
+		}
+		// Two commands: go-zfs's dataset has no mounted field.
+		var mp, m string
+		err := z.goZFS(ctx, goOpMountpoint, op, dataset, goZFSListArgs(dataset), func() error {
+			ds, err := gozfs.GetDataset(dataset)
+			if err != nil {
+				return err
+			}
+			mp = ds.Mountpoint
+			m, err = goDataset(dataset).GetProperty("mounted")
+			return err
+		})
+		if err != nil {
+			return "", false, err
+		}
+		if mp == "" {
+			mp = "-" // go-zfs reads zfs's "-" as empty
+		}
+		return mp, m == "yes", nil
+	}
 	m, err := z.GetProperties(ctx, dataset, "mountpoint", "mounted")
 	if err != nil {
 		return "", false, err

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	gozfs "github.com/mistifyio/go-zfs/v4"
 )
 
 // Property is one property of a dataset as `zfs get -Hp` reports it.
@@ -134,6 +136,12 @@ func (z *ZFS) SetProperties(ctx context.Context, name string, props map[string]s
 		}
 		pairs = append(pairs, k+"="+props[k])
 	}
+	if len(pairs) == 1 && z.useGoZFS(goOpSetProperty) {
+		k, v, _ := strings.Cut(pairs[0], "=")
+		return z.goZFS(ctx, goOpSetProperty, op, name, []string{"set", pairs[0], name}, func() error {
+			return goDataset(name).SetProperty(k, v)
+		})
+	}
 	if z.dialect.Features.SetMultiple {
 		_, err := z.zfs(ctx, op, name, append(append([]string{"set"}, pairs...), name)...)
 		return err
@@ -171,6 +179,17 @@ func (z *ZFS) Written(ctx context.Context, dataset string) (uint64, error) {
 	}
 	if err := z.require(op, z.dialect.Features.WrittenProperty, "written property"); err != nil {
 		return 0, err
+	}
+	if z.useGoZFS(goOpWritten) {
+		var n uint64
+		err := z.goZFS(ctx, goOpWritten, op, dataset, goZFSListArgs(dataset), func() error {
+			ds, err := gozfs.GetDataset(dataset)
+			if err == nil {
+				n = ds.Written
+			}
+			return err
+		})
+		return n, err
 	}
 	p, err := z.GetProperty(ctx, dataset, "written")
 	if err != nil {
@@ -216,6 +235,20 @@ type Space struct {
 // `zpool list -p`, which zfs-fuse lacks.
 func (z *ZFS) Space(ctx context.Context, dataset string) (Space, error) {
 	const op = "space"
+	if !strings.ContainsAny(dataset, "@#") && z.useGoZFS(goOpSpace) {
+		if err := validate(op, ValidateDataset(dataset)); err != nil {
+			return Space{}, err
+		}
+		var sp Space
+		err := z.goZFS(ctx, goOpSpace, op, dataset, goZFSListArgs(dataset), func() error {
+			ds, err := gozfs.GetDataset(dataset)
+			if err == nil {
+				sp = Space{Used: ds.Used, Available: ds.Avail}
+			}
+			return err
+		})
+		return sp, err
+	}
 	m, err := z.GetProperties(ctx, dataset, "used", "available")
 	if err != nil {
 		return Space{}, err
@@ -236,6 +269,21 @@ type Pool struct {
 
 // Pools lists the imported pools with their health.
 func (z *ZFS) Pools(ctx context.Context) ([]Pool, error) {
+	if z.useGoZFS(goOpPools) {
+		// `zpool list -Ho name`, then `zpool get -Hp ...` per pool.
+		var pools []Pool
+		err := z.goZFS(ctx, goOpPools, goOpPools, "", []string{"list", "-Ho", "name"}, func() error {
+			zps, err := gozfs.ListZpools()
+			for _, zp := range zps {
+				pools = append(pools, Pool{Name: zp.Name, Health: zp.Health})
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return pools, nil
+	}
 	out, err := z.cli.Zpool(ctx, "list", "-H", "-o", "name,health")
 	if err != nil {
 		if strings.Contains(string(out)+stderrOf(err), "no pools available") {

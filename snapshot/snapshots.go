@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	gozfs "github.com/mistifyio/go-zfs/v4"
 )
 
 // ListSnapshots returns the snapshots of one dataset (not of its children),
@@ -182,6 +184,13 @@ func (z *ZFS) Snapshot(ctx context.Context, names ...string) error {
 	if err := validate(op, validateAll(ValidateSnapshot, names)); err != nil {
 		return err
 	}
+	if len(names) == 1 && z.useGoZFS(goOpSnapshot) {
+		ds, short, _ := strings.Cut(names[0], "@")
+		return z.goZFS(ctx, goOpSnapshot, op, names[0], []string{"snapshot", names[0]}, func() error {
+			_, err := goDataset(ds).Snapshot(short, false)
+			return err
+		})
+	}
 	var batches [][]string
 	if z.dialect.Features.MultiSnapshot {
 		batches = snapshotBatches(names)
@@ -232,6 +241,11 @@ func (z *ZFS) DestroySnapshots(ctx context.Context, names ...string) error {
 	}
 	one := func(n string) error {
 		z.log.Info("destroying snapshot", "snapshot", n)
+		if z.useGoZFS(goOpDestroySnapshot) {
+			return z.goZFS(ctx, goOpDestroySnapshot, op, n, []string{"destroy", n}, func() error {
+				return goDataset(n).Destroy(gozfs.DestroyDefault)
+			})
+		}
 		_, err := z.zfs(ctx, op, n, "destroy", n)
 		return err
 	}
@@ -257,13 +271,19 @@ func (z *ZFS) DestroySnapshots(ctx context.Context, names ...string) error {
 		short[ds] = append(short[ds], s)
 	}
 	for _, ds := range datasets {
+		if len(short[ds]) == 1 {
+			if err := one(ds + "@" + short[ds][0]); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		arg := ds + "@" + strings.Join(short[ds], ",")
 		z.log.Info("destroying snapshots", "dataset", ds, "snapshots", short[ds])
 		_, err := z.zfs(ctx, op, arg, "destroy", arg)
 		if err == nil {
 			continue
 		}
-		if len(short[ds]) == 1 || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -286,6 +306,11 @@ func (z *ZFS) Rollback(ctx context.Context, snapshot string) error {
 		return err
 	}
 	z.log.Info("rolling back", "to", snapshot)
+	if z.useGoZFS(goOpRollback) {
+		return z.goZFS(ctx, goOpRollback, op, snapshot, []string{"rollback", snapshot}, func() error {
+			return goDataset(snapshot).Rollback(false)
+		})
+	}
 	_, err := z.zfs(ctx, op, snapshot, "rollback", snapshot)
 	return err
 }
@@ -321,6 +346,11 @@ func (z *ZFS) RollbackDestroying(ctx context.Context, snapshot string, destroyed
 		return fmt.Errorf("%s to %s: refusing, %w: it would destroy %v, the caller accepted %v", op, snapshot, ErrNewerSnapshots, newer, want)
 	}
 	z.log.Warn("rolling back, destroying newer snapshots", "to", snapshot, "destroyed", newer)
+	if z.useGoZFS(goOpRollback) {
+		return z.goZFS(ctx, goOpRollback, op, snapshot, []string{"rollback", "-r", snapshot}, func() error {
+			return goDataset(snapshot).Rollback(true)
+		})
+	}
 	_, err = z.zfs(ctx, op, snapshot, "rollback", "-r", snapshot)
 	return err
 }

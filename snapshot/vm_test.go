@@ -29,10 +29,11 @@ var guestTests = []string{
 }
 
 // guestSubtests must show up as passed: they are where bookmarks, resumable
-// receives, send -nP, written and list -p are proven on OpenZFS.
+// receives, send -nP, written and list -p are proven on OpenZFS, and where
+// gozfs_routing checks that every go-zfs-backed operation ran through go-zfs.
 var guestSubtests = []string{
 	"datasets", "snapshots", "holds", "rollback", "send_receive", "bad_streams", "cancel",
-	"backpressure", "pools", "written", "estimate", "bookmarks", "resumable",
+	"backpressure", "pools", "written", "estimate", "bookmarks", "resumable", "gozfs_routing",
 }
 
 // TestOpenZFSInGuest runs this package's ZFS tests against real OpenZFS 2.3
