@@ -175,7 +175,8 @@ func snapshotFromFields(name, guid, txg, creation string) (Snapshot, error) {
 // snapshots of different datasets share an exec (atomic: all of it or none)
 // and a second snapshot of the same dataset starts the next. Elsewhere
 // (zfs-fuse) it is one exec per snapshot. Either way creation stops at the
-// first failure, and the execs before it stand.
+// first failure, and the execs before it stand. A single snapshot goes
+// through go-zfs where it fits (see ZFS).
 func (z *ZFS) Snapshot(ctx context.Context, names ...string) error {
 	const op = "snapshot"
 	if len(names) == 0 {
@@ -233,7 +234,8 @@ func snapshotBatches(names []string) [][]string {
 // dataset go in one exec as dataset@a,b,c; zfs skips names that do not
 // exist there. That exec is atomic on OpenZFS (one refusal and none is
 // destroyed), so when it fails each snapshot of that dataset is retried on
-// its own. Elsewhere it is one exec per snapshot.
+// its own. Elsewhere it is one exec per snapshot. A dataset's only snapshot
+// in the list, and each retried alone, goes through go-zfs where it fits.
 func (z *ZFS) DestroySnapshots(ctx context.Context, names ...string) error {
 	const op = "destroy snapshots"
 	if err := validate(op, validateAll(ValidateSnapshot, names)); err != nil {
