@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -46,6 +47,13 @@ type FloatingIP struct {
 	index  int
 	mac    net.HardwareAddr
 	conn   *packet.Conn
+
+	// The rest of an announcement train runs after Add returned: it is
+	// stopped (and waited for) by the next Add, Remove and Close, so an
+	// address is never announced after it was dropped.
+	mu    sync.Mutex
+	train context.CancelFunc
+	done  chan struct{}
 }
 
 // VIPOptions tunes a FloatingIP; zero values mean the defaults.
@@ -117,9 +125,12 @@ func (f *FloatingIP) addr() *netlink.Addr {
 }
 
 // Add puts the address on the interface (already present is success) and
-// announces it. An announcement that fails leaves the address in place:
-// calling Add again is the retry, and it announces again.
+// announces it: the first frame before it returns (clients move at once),
+// the rest of the train in the background. An announcement that fails
+// leaves the address in place: calling Add again is the retry, and it
+// announces again.
 func (f *FloatingIP) Add(ctx context.Context) error {
+	f.stopTrain()
 	link, err := f.handle.LinkByIndex(f.index)
 	if err != nil {
 		return fmt.Errorf("adding %v: interface %s: %w", f.prefix, f.iface, err)
@@ -132,11 +143,50 @@ func (f *FloatingIP) Add(ctx context.Context) error {
 	default:
 		return fmt.Errorf("adding %v to %s: %w", f.prefix, f.iface, err)
 	}
-	return f.Announce(ctx)
+	frame, dst, err := f.announcement()
+	if err != nil {
+		return err
+	}
+	if err := f.send(frame, dst); err != nil {
+		return err
+	}
+	if f.count == 1 {
+		f.log.Info("floating address announced", "frames", 1, "mac", f.mac.String())
+		return nil
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	f.mu.Lock()
+	f.train, f.done = cancel, done
+	f.mu.Unlock()
+	go func() {
+		defer close(done)
+		if err := f.repeat(tctx, frame, dst, f.count-1); err != nil && tctx.Err() == nil {
+			f.log.Warn("announcing the floating address again failed", "err", err)
+			return
+		}
+		if tctx.Err() == nil {
+			f.log.Info("floating address announced", "frames", f.count, "mac", f.mac.String())
+		}
+	}()
+	return nil
+}
+
+// stopTrain stops the background announcements and waits for them.
+func (f *FloatingIP) stopTrain() {
+	f.mu.Lock()
+	cancel, done := f.train, f.done
+	f.train, f.done = nil, nil
+	f.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
 }
 
 // Remove takes the address off the interface (already absent is success).
 func (f *FloatingIP) Remove(ctx context.Context) error {
+	f.stopTrain()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -180,30 +230,56 @@ func (f *FloatingIP) Held() (bool, error) {
 // Announce sends the announcement train: the first frame at once, then
 // count-1 more, interval apart. It stops early when ctx ends.
 func (f *FloatingIP) Announce(ctx context.Context) error {
-	frame, err := Announcement(f.mac, f.prefix.Addr())
+	frame, dst, err := f.announcement()
 	if err != nil {
 		return err
 	}
-	dst := ethernetBroadcast
-	if f.prefix.Addr().Is6() {
-		dst = allNodesMAC
+	if err := f.send(frame, dst); err != nil {
+		return err
 	}
-	for i := range f.count {
-		if i > 0 {
-			if err := sleep(ctx, f.interval); err != nil {
-				return fmt.Errorf("announcing %v: %w", f.prefix, err)
-			}
-		}
-		if _, err := f.conn.WriteTo(frame, &packet.Addr{HardwareAddr: dst}); err != nil {
-			return fmt.Errorf("announcing %v on %s: %w", f.prefix, f.iface, err)
-		}
+	if err := f.repeat(ctx, frame, dst, f.count-1); err != nil {
+		return err
 	}
 	f.log.Info("floating address announced", "frames", f.count, "mac", f.mac.String())
 	return nil
 }
 
-// Close releases the sockets; the address stays as it is.
+// announcement is the frame and its destination MAC.
+func (f *FloatingIP) announcement() ([]byte, net.HardwareAddr, error) {
+	frame, err := Announcement(f.mac, f.prefix.Addr())
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.prefix.Addr().Is6() {
+		return frame, allNodesMAC, nil
+	}
+	return frame, ethernetBroadcast, nil
+}
+
+func (f *FloatingIP) send(frame []byte, dst net.HardwareAddr) error {
+	if _, err := f.conn.WriteTo(frame, &packet.Addr{HardwareAddr: dst}); err != nil {
+		return fmt.Errorf("announcing %v on %s: %w", f.prefix, f.iface, err)
+	}
+	return nil
+}
+
+// repeat sends n more frames, interval apart, the first after one interval.
+func (f *FloatingIP) repeat(ctx context.Context, frame []byte, dst net.HardwareAddr, n int) error {
+	for range n {
+		if err := sleep(ctx, f.interval); err != nil {
+			return fmt.Errorf("announcing %v: %w", f.prefix, err)
+		}
+		if err := f.send(frame, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops the announcements and releases the sockets; the address
+// stays as it is.
 func (f *FloatingIP) Close() error {
+	f.stopTrain()
 	f.handle.Close()
 	return f.conn.Close()
 }

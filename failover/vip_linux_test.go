@@ -326,3 +326,38 @@ func TestFloatingIPErrors(t *testing.T) {
 		t.Errorf("cancelled announce: %v", err)
 	}
 }
+
+// TestFloatingIPRemoveStopsAnnouncing: Add returns after the train's first
+// frame; a Remove that comes before the rest stops the train, so a host
+// never announces an address it dropped (C would send to it). The interval
+// is long enough that the Remove comes first even on a loaded machine.
+func TestFloatingIPRemoveStopsAnnouncing(t *testing.T) {
+	n := rigtest.Network(t, rig.NetworkOptions{})
+	macA := hostMAC(t, n.A)
+	capA := startCapture(t, n.A, n.VIP4.Addr())
+	var f *FloatingIP
+	err := n.A.Do(func() (err error) {
+		f, err = NewFloatingIP(n.A.Interface, n.VIP4, VIPOptions{AnnounceInterval: 2 * time.Second, Logger: testLogger(t)})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ctx := context.Background()
+	if err := f.Add(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := f.Held(); err != nil || !held {
+		t.Fatalf("after Add: held %v, %v", held, err)
+	}
+	capA.waitSome(t, macA, 1)
+	if err := f.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Two intervals and more: the rest of the train would have gone out.
+	time.Sleep(5 * time.Second)
+	if got := capA.waitFor(t, macA, 1); len(got) != 1 {
+		t.Fatalf("announcements after an early Remove: %d, want the first only", len(got))
+	}
+}
