@@ -26,14 +26,20 @@ var (
 
 // Handoff timing.
 const (
-	// syncWithin bounds the final snapshot's replication in a handoff: the
-	// service is stopped meanwhile, so a handoff that cannot replicate in
-	// time is aborted and the master serves again.
+	// syncWithin bounds one snapshot's replication in a handoff. For the
+	// final one the service is stopped meanwhile, so a handoff that cannot
+	// replicate in time is aborted and the master serves again; the
+	// pre-sync before it keeps what is left small.
 	syncWithin = 30 * time.Second
 	// handoffWithin bounds how long Handoff waits for the peer to serve.
 	handoffWithin = time.Minute
 	// catchUpWithin bounds the wait for a peer one snapshot behind.
 	catchUpWithin = 10 * time.Second
+	// catchUpPoll spaces the handoff requests while the peer catches up:
+	// its heartbeat (every 100 ms by default) brings the news.
+	catchUpPoll = 10 * time.Millisecond
+	// servedPoll spaces the reads of the peer's state while it takes over.
+	servedPoll = 5 * time.Millisecond
 )
 
 // Promote makes this node master. Without force it refuses while the peer
@@ -69,15 +75,20 @@ func (a *Agent) roleResult(d failover.Decision, want config.Role) (RoleResult, e
 	return res, nil
 }
 
-// Handoff is a planned switchover: this master stops its services, drops
-// its addresses, replicates a final snapshot, and offers the next epoch to
-// the peer, which promotes itself; this node demotes when it hears that.
-// It returns when the peer serves (its heartbeat says master at the new
-// epoch and healthy).
+// Handoff is a planned switchover. While this master still serves, every
+// dataset's pending changes are replicated (the pre-sync), so that what
+// remains for the downtime is small: then this master drops its addresses,
+// stops its services, sets its datasets readonly, replicates a final
+// snapshot and offers the next epoch to the peer, which promotes itself;
+// this node demotes when it hears that. It returns when the peer serves
+// (its heartbeat says master at the new epoch and healthy).
 func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, handoffWithin)
 	defer cancel()
 	_, epoch := a.roleEpoch()
+	if err := a.presync(ctx); err != nil {
+		return HandoffResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
 	begin := time.Now()
 	var start time.Time
 	for {
@@ -90,7 +101,7 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 			break
 		}
 		// A master that snapshots often is a snapshot ahead most of the
-		// time, and a slave reports its first replica with its next
+		// time, and a slave reports what it received with its next
 		// heartbeat: the peer catching up is worth a short wait.
 		catchingUp := strings.Contains(d.Note, "is not current") || strings.Contains(d.Note, "is not healthy")
 		if !catchingUp || time.Since(begin) > catchUpWithin {
@@ -99,10 +110,11 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 		select {
 		case <-ctx.Done():
 			return HandoffResult{}, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(catchUpPoll):
 		}
 	}
-	t := time.NewTicker(10 * time.Millisecond)
+	a.log.Info("handoff: service given up here", "pending", a.fo.status().Pending)
+	t := time.NewTicker(servedPoll)
 	defer t.Stop()
 	for {
 		st := a.fo.status()
@@ -120,9 +132,43 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 	}
 }
 
+// presync replicates every dataset's changes up to now while this master
+// still serves (a handoff's first phase). A node without master loops
+// (not serving) has nothing to replicate: the role machine refuses its
+// handoff with the reason.
+func (a *Agent) presync(ctx context.Context) error {
+	errs := make(chan error, len(a.order))
+	n := 0
+	begin := time.Now()
+	for _, r := range a.order {
+		if m, _ := r.loops(); m == nil {
+			continue
+		}
+		n++
+		go func() { errs <- a.syncPeer(ctx, r.ds.Name, false) }()
+	}
+	var all []error
+	for range n {
+		all = append(all, <-errs)
+	}
+	if err := errors.Join(all...); err != nil {
+		return fmt.Errorf("replicating before the handoff: %w", err)
+	}
+	if n > 0 {
+		a.log.Info("handoff: pending changes replicated while serving", "datasets", n, "took", time.Since(begin).Round(time.Millisecond))
+	}
+	return nil
+}
+
 // SyncPeer takes a final snapshot of the dataset and waits until the peer
-// holds it (failover.Handover).
+// holds it (failover.Handover). The dataset is readonly by now.
 func (a *Agent) SyncPeer(ctx context.Context, dataset string) error {
+	return a.syncPeer(ctx, dataset, true)
+}
+
+// syncPeer has the dataset's master loop take a snapshot now and waits
+// until the peer holds it; final freezes the loop after it.
+func (a *Agent) syncPeer(ctx context.Context, dataset string, final bool) error {
 	r := a.runners[dataset]
 	if r == nil {
 		return fmt.Errorf("unknown dataset %q", dataset)
@@ -134,14 +180,14 @@ func (a *Agent) SyncPeer(ctx context.Context, dataset string) error {
 	ctx, cancel := context.WithTimeout(ctx, syncWithin)
 	defer cancel()
 	reply := make(chan error, 1)
-	if !post(ctx, m.events, evSync{reply: reply}) {
-		return fmt.Errorf("dataset %s: final snapshot: %w", dataset, ctx.Err())
+	if !post(ctx, m.events, evSync{final: final, reply: reply}) {
+		return fmt.Errorf("dataset %s: snapshot for the peer: %w", dataset, ctx.Err())
 	}
 	select {
 	case err := <-reply:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("dataset %s: the peer did not receive the final snapshot within %v", dataset, syncWithin)
+		return fmt.Errorf("dataset %s: the peer did not receive the snapshot within %v", dataset, syncWithin)
 	}
 }
 

@@ -27,9 +27,15 @@ type (
 	}
 	// evThaw: serving again (a handoff was aborted): snapshots resume.
 	evThaw struct{}
-	// evSync: take a final snapshot and answer once the peer holds it.
+	// evSync: take a snapshot now and answer once the peer holds it. A
+	// final one (the dataset is readonly: a handoff) freezes the loop: no
+	// snapshot after it. One that is not (a handoff's pre-sync, while the
+	// service still writes) only moves most pending data ahead of the
+	// handoff's final, then small, snapshot.
 	evSync struct {
 		at    time.Time
+		final bool
+		txg   uint64 // the snapshot taken for it (0: none yet)
 		reply chan error
 	}
 	evList struct {

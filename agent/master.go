@@ -95,9 +95,8 @@ type master struct {
 	pruneDue    bool
 	lastPrune   time.Time
 	conflict    string
-	snapAt      time.Time // when the newest snapshot of this loop was taken
-	syncs       []evSync  // planned handoff: waiting for a final snapshot to reach the peer
-	divKey      string    // the divergence last planned (our newest/peer's newest)
+	syncs       []evSync // planned handoff: waiting for a snapshot to reach the peer
+	divKey      string   // the divergence last planned (our newest/peer's newest)
 	// frozen: a handoff's final snapshot reached the peer; no snapshot
 	// after it, or the peer taking over would find ours diverged.
 	frozen bool
@@ -277,7 +276,7 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 	case evThaw:
 		m.frozen = false
 	case evSync:
-		// A final snapshot now, whatever the notifier saw.
+		// A snapshot now, whatever the notifier saw.
 		m.trig.Change(now)
 		ev.at = now
 		m.syncs = append(m.syncs, ev)
@@ -412,21 +411,28 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 	return wake
 }
 
-// answerSyncs tells the waiting handoffs that the peer holds a snapshot
-// taken after they asked.
+// answerSyncs tells the waiting handoffs that the peer holds the snapshot
+// taken for them (the first one taken after they asked) or a later one: a
+// snapshot that waited for a transfer may be skipped for a newer one.
 func (m *master) answerSyncs(now time.Time) {
 	if len(m.syncs) == 0 {
 		return
 	}
-	// The dataset is readonly by now: a snapshot taken after the request
-	// holds every write, whatever the notifier still reports.
-	top, peerTop := newest(m.local), newest(m.peer)
-	done := top != nil && peerTop != nil && top.GUID == peerTop.GUID && m.xfer == nil
+	var held uint64 // the newest TXG of ours the peer holds
+	peer := map[uint64]bool{}
+	for _, s := range m.peer {
+		peer[s.GUID] = true
+	}
+	for _, s := range m.local {
+		if peer[s.GUID] {
+			held = max(held, s.CreateTXG)
+		}
+	}
 	kept := m.syncs[:0]
 	for _, w := range m.syncs {
-		if done && !m.snapAt.Before(w.at) {
+		if w.txg != 0 && held >= w.txg {
 			w.reply <- nil
-			m.log.Info("peer holds the final snapshot", "snapshot", top.ShortName(), "waited", now.Sub(w.at).Round(time.Millisecond))
+			m.log.Info("peer holds the snapshot for the handoff", "final", w.final, "waited", now.Sub(w.at).Round(time.Millisecond))
 			continue
 		}
 		kept = append(kept, w)
@@ -469,11 +475,15 @@ func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 		return
 	}
 	m.snapFails, m.snapRetry = 0, time.Time{}
-	m.snapAt = now
-	if len(m.syncs) > 0 {
-		// A handoff's final snapshot: the dataset is readonly, nothing
-		// after it can hold a write, and the peer takes over from it.
-		m.frozen = true
+	for i, w := range m.syncs {
+		if w.txg == 0 {
+			m.syncs[i].txg = got[0].CreateTXG
+		}
+		if w.final {
+			// A handoff's final snapshot: the dataset is readonly, nothing
+			// after it can hold a write, and the peer takes over from it.
+			m.frozen = true
+		}
 	}
 	m.trig.Taken(now)
 	m.seq++
