@@ -357,6 +357,9 @@ func (m *master) wireList() []snapshot.Snapshot {
 // without an event (zero: only an event can make anything due).
 func (m *master) step(ctx context.Context, now time.Time) time.Time {
 	var wake time.Time
+	// First: a handoff waits on it with its service stopped, and the
+	// hold moves below cost a zfs command each.
+	m.answerSyncs(now)
 	if m.frozen {
 		// No snapshots: the peer takes over from the final one.
 	} else if now.Before(m.snapRetry) {
@@ -406,7 +409,6 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 			m.prune(ctx, now)
 		}
 	}
-	m.answerSyncs(now)
 	m.publish(now)
 	return wake
 }
