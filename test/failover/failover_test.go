@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -225,42 +224,4 @@ func TestAgentKilled(t *testing.T) {
 	}
 	writeFile(t, p.Master, "later.txt", "after the restart\n")
 	waitFile(t, p.Slave, "later.txt", "after the restart\n", syncTimeout)
-}
-
-// TestHandoff: `flocker handoff` on A (through the admin socket) stops the
-// service on A, replicates the last changes, and B serves at the next
-// epoch with them; A is slave, nothing is stashed, and replication then
-// flows B to A incrementally.
-func TestHandoff(t *testing.T) {
-	p := newPair(t, false)
-	startServing(t, p)
-	e0 := state(t, p.Master).Epoch
-	writeFile(t, p.Master, "first.txt", "replicated\n")
-	waitFile(t, p.Slave, "first.txt", "replicated\n", syncTimeout)
-	// Written right before the handoff: the final snapshot must carry it.
-	writeFile(t, p.Master, "last.txt", "written just before the handoff\n")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := p.Master.Flocker(ctx, "handoff", "--config", p.Master.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("flocker handoff: %s", strings.TrimSpace(out))
-	waitState(t, p.Slave, config.RoleMaster, e0+1, 10*time.Second)
-	waitState(t, p.Master, config.RoleSlave, e0+1, serveTimeout)
-	if _, err := p.WaitServed(ctx, "last.txt", "written just before the handoff\n"); err != nil {
-		t.Fatal(err)
-	}
-	if h, err := p.Holders(); err != nil || !slices.Equal(h, []string{p.Slave.Name}) {
-		t.Fatalf("floating address held by %v (err %v), want only %s", h, err, p.Slave.Name)
-	}
-	markB := p.Slave.Log.Len()
-	writeFile(t, p.Slave, "next.txt", "written on B after the handoff\n")
-	waitFile(t, p.Master, "next.txt", "written on B after the handoff\n", syncTimeout)
-	if n := countTransfers(p.Slave, markB, "full"); n != 0 {
-		t.Fatalf("B sent %d full streams after the handoff", n)
-	}
-	if s := stashes(t, p.Master); len(s) != 0 {
-		t.Fatalf("a planned handoff stashed %v", s)
-	}
 }

@@ -31,14 +31,25 @@ const (
 	serveTimeout = 60 * time.Second
 )
 
+// timerNotify is the tier most of these tests were written for: a
+// snapshot every 200 ms while the dataset is served.
+var timerNotify = map[string]map[string]string{"notify": {"mode": "timer", "interval": "200ms"}}
+
 func newPair(t *testing.T, witness bool) *failpair.Pair {
+	t.Helper()
+	return newPairWith(t, witness, timerNotify)
+}
+
+// newPairWith builds the pair with settings for both config files (nil:
+// the defaults). FLOCKER_TEST_LOGLEVEL=debug makes the agents log every
+// zfs command (the handoff timeline then shows them).
+func newPairWith(t *testing.T, witness bool, settings map[string]map[string]string) *failpair.Pair {
 	t.Helper()
 	pairtest.RequireTools(t, "busybox")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p, err := failpair.New(ctx, failpair.Options{
-		Bin: bin, Witness: witness, Logger: rigtest.Logger(t),
-		Settings: map[string]map[string]string{"notify": {"mode": "timer", "interval": "200ms"}},
+		Bin: bin, Witness: witness, Logger: rigtest.Logger(t), Settings: settings, LogLevel: os.Getenv("FLOCKER_TEST_LOGLEVEL"),
 	})
 	if err != nil {
 		t.Fatalf("building the pair: %v", err)
