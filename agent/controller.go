@@ -109,8 +109,7 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 		// A master that snapshots often is a snapshot ahead most of the
 		// time, and a slave reports what it received with its next
 		// heartbeat: the peer catching up is worth a short wait.
-		catchingUp := strings.Contains(d.Note, "is not current") || strings.Contains(d.Note, "is not healthy")
-		if !catchingUp || time.Since(begin) > catchUpWithin {
+		if !catchingUp(d) || time.Since(begin) > catchUpWithin {
 			return HandoffResult{}, fmt.Errorf("%w: %s", ErrRefused, d.Note)
 		}
 		select {
@@ -154,6 +153,67 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 		case <-ctx.Done():
 			return HandoffResult{}, fmt.Errorf("waiting for %s to serve: %w", a.cfg.Peer.Name, ctx.Err())
 		case <-t.C:
+		}
+	}
+}
+
+// catchingUp: the role machine refused a handover only because the peer
+// has not reported the newest snapshot (or its replica) yet.
+func catchingUp(d failover.Decision) bool {
+	return strings.Contains(d.Note, "is not current") || strings.Contains(d.Note, "is not healthy")
+}
+
+// healthHandover starts an attempt to hand over because dataset's check
+// failed check_failures times in a row, unless one runs: the supervisor
+// calls it at every such failed check, so a peer that comes back, or
+// catches up, later still gets the service.
+func (s *supervisor) healthHandover(ctx context.Context, dataset string) {
+	if !s.handingOver.CompareAndSwap(false, true) {
+		return
+	}
+	s.wg.Go(func() {
+		defer s.handingOver.Store(false)
+		s.a.healthHandover(ctx, dataset)
+	})
+}
+
+// failing reports that dataset's last check failed.
+func (s *supervisor) failing(dataset string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.healthy[dataset]
+}
+
+// healthHandover is one attempt, run off the supervisor's loop. It asks
+// the role machine, which hands over only to a peer that is alive, slave,
+// healthy and current. A peer still catching up gets a short wait, and,
+// like a planned handoff, a pre-sync: what is pending is replicated while
+// this node still serves, so the peer becomes current and the final sync
+// is small. It gives up when the check passes again or this node stops
+// serving.
+func (a *Agent) healthHandover(ctx context.Context, dataset string) {
+	begin := time.Now()
+	synced := false
+	for a.fo.failing(dataset) {
+		d, err := a.fo.request(ctx, failover.HealthFailed{Dataset: dataset}, false, "")
+		if err != nil || d.State.Mode != failover.ModeServing || !catchingUp(d) || time.Since(begin) > catchUpWithin {
+			return
+		}
+		if !synced {
+			synced = true
+			sctx, cancel := context.WithTimeout(ctx, catchUpWithin)
+			err := a.presync(sctx)
+			cancel()
+			if err != nil {
+				a.log.Warn("health handover: replicating first failed", "dataset", dataset, "err", err)
+				return
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(catchUpPoll):
 		}
 	}
 }
