@@ -61,6 +61,7 @@ type supervisor struct {
 	health      context.CancelFunc // health checks while serving
 	handoffBy   failover.Instant   // an offered handoff is aborted when the peer has not taken it by then
 	offeredAt   bool
+	handingOver atomic.Bool // a health handover attempt runs (healthHandover)
 
 	mu      sync.Mutex // guards the copies below, read by status and heartbeats
 	pub     FailoverStatus
@@ -399,7 +400,11 @@ func (s *supervisor) handle(ctx context.Context, ev any) {
 		s.mu.Unlock()
 		if ev.r.Tripped && s.st.Mode == failover.ModeServing {
 			s.log.Warn("check keeps failing", "dataset", ev.r.Dataset, "failures", ev.r.Failures, "err", ev.r.Err)
-			s.step(ctx, failover.HealthFailed{Dataset: ev.r.Dataset})
+		}
+		if ev.r.Err != nil && ev.r.Failures >= s.failures && s.st.Mode == failover.ModeServing {
+			// Off the loop: the handover first replicates while serving
+			// (controller.go), and is tried again at every failed check.
+			s.healthHandover(ctx, ev.r.Dataset)
 		}
 	case foRequest:
 		st := s.st
