@@ -233,26 +233,22 @@ func (a *Agent) SetWritable(ctx context.Context, dataset string) error {
 	if r == nil {
 		return fmt.Errorf("unknown dataset %q", dataset)
 	}
-	ro, err := a.readonly(ctx, r.ds.ZFS)
-	if err != nil {
+	// Set without reading first: setting off what is off is harmless, and
+	// a takeover (a handoff's downtime) is one zfs command shorter.
+	if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "off"); err != nil {
 		return err
 	}
-	if ro {
-		if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "off"); err != nil {
-			return err
+	if still, err := a.readonly(ctx, r.ds.ZFS); err != nil {
+		return err
+	} else if still {
+		// zfs-fuse keeps a replica's read-only mount until it is
+		// mounted again; nothing uses the replica before the takeover
+		// starts the service, so the unmount is not refused.
+		if err := a.opts.ZFS.Unmount(ctx, r.ds.ZFS); err != nil && !errors.Is(err, snapshot.ErrNotMounted) {
+			return fmt.Errorf("remounting read-write: %w", err)
 		}
-		if still, err := a.readonly(ctx, r.ds.ZFS); err != nil {
-			return err
-		} else if still {
-			// zfs-fuse keeps a replica's read-only mount until it is
-			// mounted again; nothing uses the replica before the takeover
-			// starts the service, so the unmount is not refused.
-			if err := a.opts.ZFS.Unmount(ctx, r.ds.ZFS); err != nil && !errors.Is(err, snapshot.ErrNotMounted) {
-				return fmt.Errorf("remounting read-write: %w", err)
-			}
-		}
-		a.log.Info("dataset set writable", "dataset", dataset)
 	}
+	a.log.Info("dataset set writable", "dataset", dataset)
 	if _, mounted, err := a.opts.ZFS.Mountpoint(ctx, r.ds.ZFS); err != nil {
 		return err
 	} else if !mounted {
@@ -269,6 +265,16 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 	if r == nil {
 		return fmt.Errorf("unknown dataset %q", dataset)
 	}
+	if m, _ := r.loops(); m != nil {
+		// A master loop runs: the dataset exists and is writable, so it is
+		// set without reading it first (a handoff's downtime is one zfs
+		// command shorter), and the loop snapshots what was written.
+		if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "on"); err != nil {
+			return err
+		}
+		a.log.Info("dataset set readonly", "dataset", dataset)
+		return nil
+	}
 	ro, err := a.readonly(ctx, r.ds.ZFS)
 	if errors.Is(err, snapshot.ErrNotFound) {
 		return nil // no replica yet: nothing to protect
@@ -276,13 +282,11 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 	if err != nil || ro {
 		return err
 	}
-	if m, _ := r.loops(); m == nil {
-		// No master loop snapshots what was written (a master that
-		// restarted and is demoted): keep it in a snapshot, so that the
-		// divergence planner sees it and it is stashed, not rolled back.
-		if err := a.snapshotHead(ctx, r); err != nil {
-			return err
-		}
+	// No master loop snapshots what was written (a master that restarted
+	// and is demoted): keep it in a snapshot, so that the divergence
+	// planner sees it and it is stashed, not rolled back.
+	if err := a.snapshotHead(ctx, r); err != nil {
+		return err
 	}
 	if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "on"); err != nil {
 		return err
