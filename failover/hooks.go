@@ -24,9 +24,13 @@ const (
 	// DefaultStartWithin bounds how long check may take to pass after
 	// start: the service's own warm-up.
 	DefaultStartWithin = 30 * time.Second
-	// DefaultCheckEvery is the pause between checks while waiting for a
-	// start to come up: short, because every pause is failover time.
+	// DefaultCheckEvery is the longest pause between checks while waiting
+	// for a start to come up: short, because every pause is failover time.
 	DefaultCheckEvery = 100 * time.Millisecond
+	// firstCheckPause is the first pause: a service started in the
+	// background usually listens within milliseconds, so the pauses start
+	// here and double up to CheckEvery.
+	firstCheckPause = 5 * time.Millisecond
 	// hookOutputLimit caps what is kept of a hook's output for the log.
 	hookOutputLimit = 8 << 10
 )
@@ -194,14 +198,17 @@ func (s *Service) WaitHealthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	var last error
+	every := orDefault(s.CheckEvery, DefaultCheckEvery)
+	pause := min(firstCheckPause, every)
 	for tries := 1; ; tries++ {
 		if last = s.Check(ctx); last == nil {
 			s.log().Info("service healthy", "checks", tries)
 			return nil
 		}
-		if err := sleep(ctx, orDefault(s.CheckEvery, DefaultCheckEvery)); err != nil {
+		if err := sleep(ctx, pause); err != nil {
 			return fmt.Errorf("check did not pass within %v (%d tries): %w", within, tries, last)
 		}
+		pause = min(2*pause, every)
 	}
 }
 
