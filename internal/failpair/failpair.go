@@ -79,7 +79,11 @@ func New(ctx context.Context, opts Options) (*Pair, error) {
 			"interface": rig.HostInterface,
 			"start": fmt.Sprintf("cd %s && busybox httpd -f -p %d -h %s & echo $! > %s",
 				n.Mountpoint, Port, n.Mountpoint, pid),
-			"stop":  fmt.Sprintf("if [ -f %[1]s ]; then kill $(cat %[1]s) 2>/dev/null; rm -f %[1]s; fi; true", pid),
+			// The whole process group of the start hook: httpd forks a
+			// child per connection, and a child whose client moved to the
+			// other host waits a minute for its request, holding the
+			// dataset busy.
+			"stop":  fmt.Sprintf("if [ -f %[1]s ]; then p=$(cat %[1]s); grep -q httpd /proc/$p/cmdline 2>/dev/null && kill -- -$(cut -d' ' -f5 /proc/$p/stat) 2>/dev/null; rm -f %[1]s; fi; true", pid),
 			"check": fmt.Sprintf("timeout 2 busybox wget -q -O /dev/null http://127.0.0.1:%d/%s", Port, CheckFile),
 			"probe": fmt.Sprintf("tcp:%d", Port),
 		}
@@ -139,8 +143,8 @@ func (p *Pair) Close() error {
 	return errors.Join(errs...)
 }
 
-// stopService kills the node's httpd (by the pid its start hook recorded)
-// and waits for it to be gone.
+// stopService kills the node's httpd and its children (the process group
+// of the pid its start hook recorded) and waits for them to be gone.
 func stopService(n *agentpair.Node) error {
 	b, err := os.ReadFile(filepath.Join(n.Dir, "httpd.pid"))
 	if err != nil {
@@ -155,14 +159,23 @@ func stopService(n *agentpair.Node) error {
 	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmd), "httpd") {
 		return nil
 	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
+	// Its process group (the start hook's): the children serving
+	// connections go too.
+	pgid, err := syscall.Getpgid(pid)
+	if err != nil {
+		return nil // gone meanwhile
+	}
+	if pgid == syscall.Getpgrp() {
+		pgid = pid // not started by a hook: never signal our own group
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	for range 200 {
-		if syscall.Kill(pid, 0) != nil {
+		if syscall.Kill(-pgid, 0) != nil {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: httpd %d still runs", n.Name, pid)
+	return fmt.Errorf("%s: httpd %d (group %d) still runs", n.Name, pid, pgid)
 }
 
 // Get fetches /name through the floating address from client C, within
