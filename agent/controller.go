@@ -92,8 +92,10 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, handoffWithin)
 	defer cancel()
 	_, epoch := a.roleEpoch()
-	if err := a.presync(ctx); err != nil {
-		return HandoffResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
+	if a.peerCanTakeOver() {
+		if err := a.presync(ctx); err != nil {
+			return HandoffResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
 	}
 	begin := time.Now()
 	var start time.Time
@@ -157,6 +159,14 @@ func (a *Agent) Handoff(ctx context.Context) (HandoffResult, error) {
 	}
 }
 
+// peerCanTakeOver: this node serves and the peer is alive and slave. Else
+// the role machine refuses a handoff at once, with the reason, and a
+// pre-sync would only wait for a peer that cannot receive.
+func (a *Agent) peerCanTakeOver() bool {
+	st := a.fo.status()
+	return st.Mode == string(failover.ModeServing) && st.PeerLiveness == failover.Alive.String() && st.PeerRole == string(config.RoleSlave)
+}
+
 // catchingUp: the role machine refused a handover only because the peer
 // has not reported the newest snapshot (or its replica) yet.
 func catchingUp(d failover.Decision) bool {
@@ -199,7 +209,7 @@ func (a *Agent) healthHandover(ctx context.Context, dataset string) {
 		if err != nil || d.State.Mode != failover.ModeServing || !catchingUp(d) || time.Since(begin) > catchUpWithin {
 			return
 		}
-		if !synced {
+		if !synced && a.peerCanTakeOver() {
 			synced = true
 			sctx, cancel := context.WithTimeout(ctx, catchUpWithin)
 			err := a.presync(sctx)
