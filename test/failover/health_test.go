@@ -119,6 +119,15 @@ func TestHealthNoHandoverPeerAway(t *testing.T) {
 	if h, err := p.Holders(); err != nil || !slices.Equal(h, []string{p.Master.Name}) {
 		t.Fatalf("floating address held by %v (err %v), want only %s", h, err, p.Master.Name)
 	}
+	// Nor does an operator's handoff: refused, A still serves.
+	hctx, hcancel := context.WithTimeout(context.Background(), serveTimeout)
+	defer hcancel()
+	if out, err := p.Master.Flocker(hctx, "handoff", "--config", p.Master.Config); err == nil || !strings.Contains(err.Error(), "handoff refused: "+p.Slave.Name+" is") {
+		t.Fatalf("flocker handoff with B away: %q, %v; want refused", out, err)
+	}
+	if body, err := p.Get("data.txt", 2*time.Second); err != nil || body != "replicated\n" {
+		t.Fatalf("C after the refused handoff: %q, %v; want A's answer", body, err)
+	}
 
 	// B returns: it catches up and is healthy, and the next run of failures
 	// hands over.
