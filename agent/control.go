@@ -61,9 +61,12 @@ type RoleResult struct {
 
 // HandoffResult reports a planned switchover.
 type HandoffResult struct {
-	NewMaster string        `json:"new_master"`
-	Epoch     uint64        `json:"epoch"`
-	Downtime  time.Duration `json:"downtime_ns"` // service stopped here to started there
+	NewMaster string `json:"new_master"`
+	Epoch     uint64 `json:"epoch"`
+	// Downtime: from giving the service up here until it answers on the
+	// floating address again ([dataset] probe), else until the peer's
+	// heartbeat says it serves.
+	Downtime time.Duration `json:"downtime_ns"`
 }
 
 // Stash is a divergent copy kept as its own dataset,
