@@ -26,6 +26,10 @@ type runner struct {
 	last   *board // the board of the last loop, for status while none runs
 	div    *stashPlan
 	stash  string // the stash being made (kept for a retry)
+	// readonly: SetReadonly succeeded and SetWritable has not run since;
+	// a demotion right after a handoff then costs no zfs command (which
+	// would compete with the peer's takeover where both share a daemon).
+	readonly bool
 }
 
 // loops returns the current loop (at most one is non-nil).
@@ -235,6 +239,7 @@ func (a *Agent) SetWritable(ctx context.Context, dataset string) error {
 	}
 	// Set without reading first: setting off what is off is harmless, and
 	// a takeover (a handoff's downtime) is one zfs command shorter.
+	a.setReadonlyKnown(r, false)
 	if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "off"); err != nil {
 		return err
 	}
@@ -265,6 +270,12 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 	if r == nil {
 		return fmt.Errorf("unknown dataset %q", dataset)
 	}
+	r.mu.Lock()
+	done := r.readonly
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
 	if m, _ := r.loops(); m != nil {
 		// A master loop runs: the dataset exists and is writable, so it is
 		// set without reading it first (a handoff's downtime is one zfs
@@ -272,6 +283,7 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 		if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "on"); err != nil {
 			return err
 		}
+		a.setReadonlyKnown(r, true)
 		a.log.Info("dataset set readonly", "dataset", dataset)
 		return nil
 	}
@@ -279,8 +291,12 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 	if errors.Is(err, snapshot.ErrNotFound) {
 		return nil // no replica yet: nothing to protect
 	}
-	if err != nil || ro {
+	if err != nil {
 		return err
+	}
+	if ro {
+		a.setReadonlyKnown(r, true)
+		return nil
 	}
 	// No master loop snapshots what was written (a master that restarted
 	// and is demoted): keep it in a snapshot, so that the divergence
@@ -291,8 +307,15 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 	if err := a.opts.ZFS.SetProperty(ctx, r.ds.ZFS, "readonly", "on"); err != nil {
 		return err
 	}
+	a.setReadonlyKnown(r, true)
 	a.log.Info("dataset set readonly", "dataset", dataset)
 	return nil
+}
+
+func (a *Agent) setReadonlyKnown(r *runner, ro bool) {
+	r.mu.Lock()
+	r.readonly = ro
+	r.mu.Unlock()
 }
 
 // headReader tells whether a dataset changed since its newest snapshot
