@@ -25,7 +25,8 @@ func TestHeartbeatDatagrams(t *testing.T) {
 	p := newPair(t, nil)
 	ab, ba := connect(t, p.a, p.b)
 	ctx := ctxTimeout(t, 10*time.Second)
-	want := Heartbeat{Seq: 1, Role: RoleMaster, Epoch: 7, Datasets: []DatasetHeartbeat{{Dataset: "app", NewestGUID: 99, Healthy: true}}}
+	want := Heartbeat{Seq: 1, Role: RoleMaster, Epoch: 7, Datasets: []DatasetHeartbeat{{Dataset: "app", NewestGUID: 99, Healthy: true}},
+		SentNS: 123456789, EchoNS: 98765, HeldNS: 4321}
 	if err := ab.SendHeartbeat(ctx, want); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +54,7 @@ func TestHeartbeatDatagrams(t *testing.T) {
 		append(append([]byte{}, valid...), 0),                                  // trailing byte
 		append([]byte{2}, valid[1:]...),                                        // other version
 		frameBytes(TypeHeartbeat, `{"seq":4,"role":"master","datasets":[{}]}`), // invalid dataset
+		frameBytes(TypeHeartbeat, `{"seq":4,"role":"master","held_ns":-1}`),    // negative timing
 	}
 	for _, g := range garbage {
 		if err := ab.qc.SendDatagram(g); err != nil {

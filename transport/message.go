@@ -175,6 +175,13 @@ type Heartbeat struct {
 	Role     Role               `json:"role"`
 	Epoch    uint64             `json:"epoch"`
 	Datasets []DatasetHeartbeat `json:"datasets,omitempty"`
+	// Round-trip measurement (failover.RoundTrip): the sender's clock at
+	// sending, the sent_ns of the newest heartbeat it heard from the
+	// receiver, and how long it held that one. Opaque to everyone but the
+	// clock's owner; zero when absent (an older peer).
+	SentNS int64 `json:"sent_ns,omitempty"`
+	EchoNS int64 `json:"echo_ns,omitempty"`
+	HeldNS int64 `json:"held_ns,omitempty"`
 }
 
 // DatasetHeartbeat is the per-dataset part of a heartbeat.
@@ -347,6 +354,14 @@ func checkResumeToken(field, tok string) error {
 func (m Heartbeat) Validate() error {
 	if err := checkRole("role", m.Role); err != nil {
 		return err
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"sent_ns", m.SentNS}, {"echo_ns", m.EchoNS}, {"held_ns", m.HeldNS}} {
+		if f.v < 0 {
+			return fieldError(f.name, fmt.Sprintf("%d is negative", f.v))
+		}
 	}
 	if len(m.Datasets) > maxHeartbeatSets {
 		return fieldError("datasets", fmt.Sprintf("%d entries, at most %d", len(m.Datasets), maxHeartbeatSets))
