@@ -294,6 +294,7 @@ func (a *Agent) Status() Status {
 	fs := a.fo.status()
 	st.Failover = &fs
 	st.Peer.LastHeartbeat = fs.LastHeard
+	st.Peer.RTT = a.fo.live.roundTrip()
 	for _, r := range a.order {
 		st.Datasets = append(st.Datasets, r.board().read(now))
 	}

@@ -18,8 +18,9 @@ import (
 // supervisor wires package failover into the agent: heartbeats in and out,
 // the peer's and the witness's detectors, the role machine, and the
 // executor whose adapters are the agent's datasets, the floating addresses
-// and the services' hooks. One goroutine (loop) owns the detectors and the
-// machine's State; the others only post events to it.
+// and the services' hooks. One goroutine (loop) owns the machine's State;
+// the others post events to it. The detectors are fed by the receiving
+// goroutines at arrival (see liveness), never through the loop.
 type supervisor struct {
 	a       *Agent
 	log     *slog.Logger
@@ -31,6 +32,7 @@ type supervisor struct {
 	services failover.ServiceSet
 	vips     failover.VIPSet
 	pinger   *failover.Pinger
+	confirm  *failover.Pinger // its own sockets: the witness prober may hold pinger for a period
 	probes   failover.Probes
 	witness  netip.Addr
 	failures int
@@ -38,19 +40,14 @@ type supervisor struct {
 	events chan any
 	seq    atomic.Uint64
 	wg     sync.WaitGroup
-	// Heartbeats and witness replies are not queued: only the newest
-	// matters to a detector, and a queue that filled up while the loop ran
-	// slow effects would hand it stale arrival times. The receivers keep
-	// the newest in a mailbox and wake the loop.
-	box  sync.Mutex
-	hb   *foHeartbeat
-	wit  failover.Instant
+	// live holds the detectors, fed at arrival by the receivers, which
+	// then wake the loop.
+	live liveness
 	wake chan struct{}
 
 	// Owned by loop.
 	st          failover.State
-	peerDet     *failover.Detector
-	witnessDet  *failover.Detector
+	arrivals    uint64 // the detector's heartbeat count at the last PeerHeard step
 	peerLive    failover.Liveness
 	witnessLive failover.Liveness
 	nextProbe   failover.Instant
@@ -82,14 +79,14 @@ const (
 	// our offer (its takeover runs the start hook first; the offer's epoch
 	// shows in its heartbeats once persisted, before that).
 	handoffTake = 10 * time.Second
+	// lateAfter: a gap of this many heartbeat periods between two
+	// heartbeats sent, received or witness replies is logged (a third of
+	// the default timeout: well before a verdict, rare on a healthy host).
+	lateAfter = 3
 )
 
 // Events of the supervisor's loop.
 type (
-	foHeartbeat struct {
-		hb transport.Heartbeat
-		at failover.Instant
-	}
 	foHealth  struct{ r failover.HealthReport }
 	foRequest struct {
 		ev    failover.Event
@@ -209,6 +206,11 @@ func (s *supervisor) prepare(ctx context.Context) error {
 		}
 	}
 	s.pinger = p
+	if p != nil && s.witness.IsValid() {
+		if s.confirm, err = failover.NewPinger(); err != nil {
+			return fmt.Errorf("opening the fence confirmation's ICMP sockets: %w", err)
+		}
+	}
 	s.probes.Pinger = p
 	s.probes.Peer = s.a.cfg.Peer.Address.Addr()
 	s.probes.Timeout = s.timing.ProbeTimeout()
@@ -217,17 +219,16 @@ func (s *supervisor) prepare(ctx context.Context) error {
 
 // start runs the loop, the heartbeat sender and the witness prober.
 func (s *supervisor) start(ctx context.Context) {
-	now := s.clock.Now()
-	s.peerDet, _ = failover.NewDetector(s.timing, now)
-	s.witnessDet, _ = failover.NewDetector(s.timing, now)
+	s.live.start(s.clock, s.timing)
 	s.wg.Go(func() { s.loop(ctx) })
+	s.wg.Go(func() { s.pulse(ctx) })
 	s.wg.Go(func() { s.sendHeartbeats(ctx) })
 	if s.witness.IsValid() && s.pinger != nil {
 		s.wg.Go(func() {
 			failover.RunWitness(ctx, s.pinger, s.witness, s.timing.Heartbeat, func() {
-				s.box.Lock()
-				s.wit = s.clock.Now()
-				s.box.Unlock()
+				if gap := s.live.witnessReply(); gap >= lateAfter*s.timing.Heartbeat {
+					s.log.Warn("witness reply late", "gap", gap)
+				}
 				s.poke()
 			})
 		})
@@ -248,6 +249,9 @@ func (s *supervisor) close() error {
 	if s.pinger != nil {
 		errs = append(errs, s.pinger.Close())
 	}
+	if s.confirm != nil {
+		errs = append(errs, s.confirm.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -259,10 +263,31 @@ func (s *supervisor) receiveHeartbeats(ctx context.Context, c *transport.Conn) {
 		if err != nil {
 			return
 		}
-		s.box.Lock()
-		s.hb = &foHeartbeat{hb: hb, at: s.clock.Now()}
-		s.box.Unlock()
+		gap := s.live.heartbeat(fromWireHeartbeat(hb), failover.Echo{
+			Sent: failover.Instant(hb.SentNS), Echo: failover.Instant(hb.EchoNS), Held: time.Duration(hb.HeldNS)})
 		s.poke()
+		if gap >= lateAfter*s.timing.Heartbeat {
+			s.log.Warn("heartbeat late", "gap", gap, "seq", hb.Seq)
+		}
+	}
+}
+
+// pulse ticks the stall detector: a process that did not run for a while
+// (CPU starvation, a frozen VM) measured its own pause as the peer's
+// silence, and probes whose answers came during the pause timed out. The
+// slave does not act on probes made across a stall.
+func (s *supervisor) pulse(ctx context.Context) {
+	t := time.NewTicker(pulseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if gap := s.live.pulse(); gap > 0 {
+			s.log.Warn("agent stalled", "gap", gap)
+		}
 	}
 }
 
@@ -274,18 +299,153 @@ func (s *supervisor) poke() {
 	}
 }
 
-// takeMail hands the newest heartbeat and witness reply to the detectors.
-func (s *supervisor) takeMail(ctx context.Context) {
-	s.box.Lock()
-	hb, wit := s.hb, s.wit
-	s.hb, s.wit = nil, 0
-	s.box.Unlock()
-	if wit != 0 {
-		s.witnessDet.ObserveReply(wit)
+// liveness holds the peer's and the witness's detectors. The goroutines
+// that receive heartbeats and witness replies feed them at arrival, under
+// the mutex, so a verdict is never older than the last arrival however long
+// the loop was busy: a takeover's effects (start hook, writable, address
+// announcements) run inside the loop for about half a second, more under
+// CPU load, and a detector fed only by the loop judged the peer and the
+// witness by what it knew before them (a master then fenced itself right
+// after resuming).
+type liveness struct {
+	mu       sync.Mutex
+	clock    *failover.Clock
+	peer     *failover.Detector
+	witness  *failover.Detector
+	arrivals uint64 // heartbeats observed
+	rtt      failover.RoundTrip
+	// A pulse every pulseEvery: a gap above stallGap means this process
+	// (or its scheduler) did not run, and ends at stallEnd.
+	lastPulse, stallEnd failover.Instant
+}
+
+// Stall detection (see liveness.pulse).
+const (
+	pulseEvery = 20 * time.Millisecond
+	stallGap   = 100 * time.Millisecond
+)
+
+// pulse records that this process runs now and returns the gap since the
+// last pulse when it was a stall (0 otherwise).
+func (l *liveness) pulse() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.clock == nil {
+		return 0
 	}
-	if hb != nil {
-		s.handle(ctx, *hb)
+	now, prev := l.clock.Now(), l.lastPulse
+	gap := now.Sub(prev)
+	l.lastPulse = now
+	if prev != 0 && gap > stallGap {
+		l.stallEnd = now
+		return gap
 	}
+	return 0
+}
+
+// stalled returns when the latest stall of this process ended (0: none
+// seen).
+func (l *liveness) stalled() failover.Instant {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stallEnd
+}
+
+// verdicts is what liveness says at one instant.
+type verdicts struct {
+	now           failover.Instant
+	peer, witness failover.Verdict
+	arrivals      uint64
+}
+
+func (l *liveness) start(c *failover.Clock, t failover.Timing) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := c.Now()
+	l.clock = c
+	l.peer, _ = failover.NewDetector(t, now)
+	l.witness, _ = failover.NewDetector(t, now)
+}
+
+// started reports whether start ran (publish runs before it).
+func (l *liveness) started() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peer != nil
+}
+
+// heartbeat records a heartbeat arriving now, with its round-trip echo,
+// and returns the time since the previous arrival.
+func (l *liveness) heartbeat(hb failover.Heartbeat, e failover.Echo) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.peer == nil {
+		return 0
+	}
+	now := l.clock.Now()
+	gap := now.Sub(l.peer.Check(now).LastHeard)
+	l.peer.Observe(hb, now)
+	l.rtt.Receive(e, now)
+	l.arrivals++
+	return gap
+}
+
+// sending stamps a heartbeat about to be sent now.
+func (l *liveness) sending() failover.Echo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.clock == nil {
+		return failover.Echo{}
+	}
+	return l.rtt.Send(l.clock.Now())
+}
+
+// roundTrip is the latest heartbeat round trip (0 before the first).
+func (l *liveness) roundTrip() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rtt, _ := l.rtt.Last()
+	return rtt
+}
+
+// witnessReply records a witness reply arriving now and returns the time
+// since the previous one.
+func (l *liveness) witnessReply() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.witness == nil {
+		return 0
+	}
+	now := l.clock.Now()
+	gap := now.Sub(l.witness.Check(now).LastHeard)
+	l.witness.ObserveReply(now)
+	return gap
+}
+
+// read returns both verdicts at an instant read under the lock, so no
+// arrival is newer than it.
+func (l *liveness) read() verdicts {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.peer == nil {
+		return verdicts{}
+	}
+	now := l.clock.Now()
+	return verdicts{now: now, peer: l.peer.Check(now), witness: l.witness.Check(now), arrivals: l.arrivals}
+}
+
+// nextChange is the earlier of the detectors' next changes (the witness's
+// only when withWitness).
+func (l *liveness) nextChange(now failover.Instant, withWitness bool) (failover.Instant, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.peer.NextChange(now)
+	if withWitness {
+		if w, wok := l.witness.NextChange(now); wok && (!ok || w < at) {
+			at, ok = w, true
+		}
+	}
+	return at, ok
 }
 
 // sendHeartbeats sends this node's heartbeat every period on the live
@@ -293,6 +453,7 @@ func (s *supervisor) takeMail(ctx context.Context) {
 func (s *supervisor) sendHeartbeats(ctx context.Context) {
 	t := time.NewTicker(s.timing.Heartbeat)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -303,8 +464,15 @@ func (s *supervisor) sendHeartbeats(ctx context.Context) {
 		if c == nil {
 			continue
 		}
+		if gap := time.Since(last); gap >= lateAfter*s.timing.Heartbeat {
+			s.log.Warn("heartbeat sent late", "gap", gap)
+		}
+		last = time.Now()
+		hb := s.heartbeat()
+		e := s.live.sending()
+		hb.SentNS, hb.EchoNS, hb.HeldNS = int64(e.Sent), int64(e.Echo), int64(e.Held)
 		hctx, cancel := context.WithTimeout(ctx, heartbeatSendTimeout)
-		err := c.SendHeartbeat(hctx, s.heartbeat())
+		err := c.SendHeartbeat(hctx, hb)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.log.Debug("heartbeat not sent", "err", err)
@@ -360,19 +528,16 @@ func fromWireHeartbeat(hb transport.Heartbeat) failover.Heartbeat {
 	return out
 }
 
-// loop owns the detectors and the State.
+// loop owns the State.
 func (s *supervisor) loop(ctx context.Context) {
 	defer s.stopHealth()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		// Whatever arrived while the last step ran (effects can take
-		// seconds) is taken before the verdicts are read.
-		s.takeMail(ctx)
+		s.evaluate(ctx)
 		now := s.clock.Now()
-		s.evaluate(ctx, now)
 		wake := s.nextWake(now)
-		timer.Reset(wake.Sub(s.clock.Now()))
+		timer.Reset(wake.Sub(now))
 		select {
 		case <-ctx.Done():
 			return
@@ -386,14 +551,6 @@ func (s *supervisor) loop(ctx context.Context) {
 
 func (s *supervisor) handle(ctx context.Context, ev any) {
 	switch ev := ev.(type) {
-	case foHeartbeat:
-		hb := fromWireHeartbeat(ev.hb)
-		s.peerDet.Observe(hb, ev.at)
-		s.peerLive = failover.Alive
-		v := s.peerDet.Check(ev.at)
-		healthy, current := failover.PeerFacts(v.Last, s.newestGUIDs())
-		s.notePeer(ctx, v.Last.Role, v.Last.Epoch)
-		s.step(ctx, failover.PeerHeard{Role: v.Last.Role, Epoch: v.Last.Epoch, Healthy: healthy, Current: current})
 	case foHealth:
 		s.mu.Lock()
 		s.healthy[ev.r.Dataset] = ev.r.Err == nil
@@ -444,33 +601,20 @@ func (s *supervisor) notePeer(ctx context.Context, role config.Role, epoch uint6
 	}
 }
 
-// evaluate turns the detectors' verdicts at now into the machine's events:
-// suspect and dead for the peer (dead with fresh probe evidence, repeated
-// while the peer stays dead and this node does not serve), changes of the
-// witness's verdict, and the retry of failed effects.
-func (s *supervisor) evaluate(ctx context.Context, now failover.Instant) {
-	if s.witness.IsValid() {
-		v := s.witnessDet.Check(now)
-		l := v.Liveness
-		if !v.Heard && l == failover.Alive {
-			l = failover.Unknown // never answered: not a witness to count on yet
-		}
-		if l != s.witnessLive {
-			s.witnessLive = l
-			s.step(ctx, failover.WitnessVerdict{Liveness: l})
+// evaluate turns the detectors' verdicts into the machine's events: a
+// heartbeat that arrived (PeerHeard), suspect and dead for the peer (dead
+// with fresh probe evidence, repeated while the peer stays dead and this
+// node does not serve), changes of the witness's verdict; then the retry of
+// failed effects. The verdicts are read again after every step, since a
+// step's effects can take long enough for them to change: no event is
+// stepped from a verdict older than the last arrival.
+func (s *supervisor) evaluate(ctx context.Context) {
+	for range 16 { // each pass steps at most one event; 16 is far more than a pass needs
+		if !s.evaluateOnce(ctx) {
+			break
 		}
 	}
-	v := s.peerDet.Check(now)
-	switch {
-	case v.Liveness == failover.Suspect && s.peerLive != failover.Suspect:
-		s.peerLive = failover.Suspect
-		s.step(ctx, failover.PeerSuspect{})
-	case v.Liveness == failover.Dead && (s.peerLive != failover.Dead || now >= s.nextProbe && s.st.Mode != failover.ModeServing):
-		s.peerLive = failover.Dead
-		ev := s.probes.Gather(ctx)
-		s.nextProbe = s.clock.Now().Add(s.timing.Timeout)
-		s.step(ctx, failover.PeerDead{Evidence: ev})
-	}
+	now := s.clock.Now()
 	if len(s.pending) > 0 && now >= s.retryAt {
 		s.run(ctx, s.pending)
 	}
@@ -478,6 +622,112 @@ func (s *supervisor) evaluate(ctx context.Context, now failover.Instant) {
 		s.offeredAt = false
 		s.step(ctx, failover.HandoffAborted{})
 	}
+}
+
+// evaluateOnce steps the first event the current verdicts call for and
+// reports whether it stepped one.
+func (s *supervisor) evaluateOnce(ctx context.Context) bool {
+	v := s.live.read()
+	if v.arrivals != s.arrivals {
+		s.arrivals = v.arrivals
+		s.peerLive = failover.Alive
+		last := v.peer.Last
+		healthy, current := failover.PeerFacts(last, s.newestGUIDs())
+		s.notePeer(ctx, last.Role, last.Epoch)
+		s.step(ctx, failover.PeerHeard{Role: last.Role, Epoch: last.Epoch, Healthy: healthy, Current: current})
+		return true
+	}
+	if s.witness.IsValid() {
+		l := v.witness.Liveness
+		if !v.witness.Heard && l == failover.Alive {
+			l = failover.Unknown // never answered: not a witness to count on yet
+		}
+		if l != s.witnessLive {
+			ev := failover.WitnessVerdict{Liveness: l}
+			if s.wouldFence(ev) && s.fenceAverted(ctx) {
+				return true
+			}
+			s.witnessLive = l
+			s.step(ctx, ev)
+			return true
+		}
+	}
+	switch l := v.peer.Liveness; {
+	case l == failover.Suspect && s.peerLive != failover.Suspect:
+		if s.wouldFence(failover.PeerSuspect{}) && s.fenceAverted(ctx) {
+			return true
+		}
+		s.peerLive = failover.Suspect
+		s.step(ctx, failover.PeerSuspect{})
+		return true
+	case l == failover.Dead && (s.peerLive != failover.Dead || v.now >= s.nextProbe && s.st.Mode != failover.ModeServing):
+		s.peerLive = failover.Dead
+		takeover := s.st.Mode != failover.ModeServing // the probes decide whether this node takes over
+		if stall := s.live.stalled(); takeover && v.now.Sub(stall) < s.timing.Heartbeat {
+			// This process just stalled: what arrived meanwhile may not
+			// have been read yet. Probe a period after the stall.
+			s.nextProbe = stall.Add(s.timing.Heartbeat)
+			return false
+		}
+		ev := s.probes.Gather(ctx)
+		s.nextProbe = s.clock.Now().Add(s.timing.Timeout)
+		// The probes took up to a probe timeout: a heartbeat that came
+		// meanwhile wins over the dead verdict.
+		if s.live.read().arrivals != s.arrivals {
+			return true
+		}
+		if stall := s.live.stalled(); takeover && stall > v.now {
+			// A probe whose answer came while this process did not run
+			// timed out for nothing: ask again.
+			s.log.Warn("probes discarded: this node stalled while they ran", "stall_end", stall, "probes_from", v.now)
+			s.nextProbe = stall.Add(s.timing.Heartbeat)
+			return false
+		}
+		if s.wouldFence(failover.PeerDead{Evidence: ev}) && s.fenceAverted(ctx) {
+			return true
+		}
+		s.step(ctx, failover.PeerDead{Evidence: ev})
+		return true
+	}
+	return false
+}
+
+// fencing reports whether this node is a fenced master. Only the loop's
+// goroutine may call it (the executor's effects run there).
+func (s *supervisor) fencing() bool {
+	return s.st.Role == config.RoleMaster && s.st.Mode == failover.ModeFenced
+}
+
+// wouldFence reports whether stepping ev fences this serving master.
+func (s *supervisor) wouldFence(ev failover.Event) bool {
+	return s.st.Mode == failover.ModeServing && s.machine.Step(s.st, ev).State.Mode == failover.ModeFenced
+}
+
+// fenceAverted sends the witness one more probe before a fence and waits
+// up to Timing.FenceConfirm for its answer (see failover.Timing: a master
+// whose own process stalled measured its own stall as everyone's silence).
+// It reports whether the witness answered or a heartbeat came meanwhile;
+// the caller then evaluates again instead of fencing.
+func (s *supervisor) fenceAverted(ctx context.Context) bool {
+	if s.confirm == nil {
+		return false
+	}
+	v := s.live.read()
+	cctx, cancel := context.WithTimeout(ctx, s.timing.FenceConfirm())
+	rtt, err := s.confirm.Ping(cctx, s.witness)
+	cancel()
+	if err == nil {
+		s.live.witnessReply()
+	}
+	heard := s.live.read().arrivals != s.arrivals
+	if err != nil && !heard {
+		s.log.Info("fence confirmed: the witness did not answer one more probe", "err", err)
+		return false
+	}
+	s.log.Warn("fence averted: the witness answered one more probe, or the peer a heartbeat",
+		"witness_answered", err == nil, "witness_rtt", rtt, "heartbeat_came", heard,
+		"peer_silent", v.now.Sub(v.peer.LastHeard), "witness_silent", v.now.Sub(v.witness.LastHeard))
+	return true
 }
 
 // nextWake is when evaluate has something to do without an event.
@@ -488,10 +738,7 @@ func (s *supervisor) nextWake(now failover.Instant) failover.Instant {
 			wake = at
 		}
 	}
-	consider(s.peerDet.NextChange(now))
-	if s.witness.IsValid() {
-		consider(s.witnessDet.NextChange(now))
-	}
+	consider(s.live.nextChange(now, s.witness.IsValid()))
 	if s.peerLive == failover.Dead && s.st.Mode != failover.ModeServing {
 		consider(s.nextProbe, true)
 	}
@@ -513,7 +760,13 @@ func (s *supervisor) step(ctx context.Context, ev failover.Event) failover.Decis
 	s.st = d.State
 	if d.Note != "" && (d.Note != s.lastNote || len(d.Effects) > 0) {
 		s.lastNote = d.Note
-		s.log.Info("failover decision", "event", ev.String(), "state", d.State.String(), "effects", failover.Effects(d.Effects), "note", d.Note)
+		v := s.live.read()
+		args := []any{"event", ev.String(), "state", d.State.String(), "effects", failover.Effects(d.Effects), "note", d.Note,
+			"peer_silent", v.now.Sub(v.peer.LastHeard)}
+		if s.witness.IsValid() {
+			args = append(args, "witness_silent", v.now.Sub(v.witness.LastHeard))
+		}
+		s.log.Info("failover decision", args...)
 		s.mu.Lock()
 		s.pub.Note, s.pub.NoteAt = d.Note, time.Now()
 		s.mu.Unlock()
@@ -633,9 +886,9 @@ func (s *supervisor) publish() {
 		p.PeerServingAt = time.Now()
 	}
 	p.PeerRole, p.PeerEpoch, p.PeerHealthy = string(s.st.Peer.Role), s.st.Peer.Epoch, s.st.Peer.Healthy
-	if s.peerDet != nil {
-		if v := s.peerDet.Check(s.clock.Now()); v.Heard {
-			p.LastHeard = time.Now().Add(-s.clock.Now().Sub(v.LastHeard))
+	if s.live.started() {
+		if v := s.live.read(); v.peer.Heard {
+			p.LastHeard = time.Now().Add(-v.now.Sub(v.peer.LastHeard))
 		}
 	}
 	p.Witness = ""

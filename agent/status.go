@@ -61,7 +61,7 @@ type PeerStatus struct {
 	Epoch     uint64    `json:"epoch,omitempty"`
 	LastError *Problem  `json:"last_error,omitempty"` // an Error message the peer sent
 	// LastHeartbeat is when the peer's last heartbeat arrived and RTT the
-	// last measured round trip (zero until heartbeats are wired: failover).
+	// last measured round trip (heartbeat echoes; zero before the first).
 	// HeartbeatAge is filled from LastHeartbeat when the status is served.
 	LastHeartbeat time.Time     `json:"last_heartbeat"`
 	HeartbeatAge  time.Duration `json:"heartbeat_age_ns"`

@@ -201,9 +201,9 @@ func TestTiming(t *testing.T) {
 		tm   Timing
 		want string
 	}{
-		{DefaultTiming(), "H 100ms T 1s: suspect/fence 450ms, promote 900ms, margin 450ms"},
-		{Timing{Heartbeat: 100 * time.Millisecond, Timeout: 300 * time.Millisecond}, "H 100ms T 300ms: suspect/fence 100ms, promote 200ms, margin 100ms"},
-		{Timing{Heartbeat: time.Second, Timeout: 10 * time.Second}, "H 1s T 10s: suspect/fence 4.5s, promote 9s, margin 4.5s"},
+		{DefaultTiming(), "H 100ms T 1s: fence 550ms, promote 900ms, margin 350ms"},
+		{Timing{Heartbeat: 100 * time.Millisecond, Timeout: 300 * time.Millisecond}, "H 100ms T 300ms: fence 125ms, promote 200ms, margin 75ms"},
+		{Timing{Heartbeat: time.Second, Timeout: 10 * time.Second}, "H 1s T 10s: fence 5.5s, promote 9s, margin 3.5s"},
 		{Timing{Heartbeat: 100 * time.Millisecond, Timeout: 299 * time.Millisecond}, "timing: timeout 299ms is less than 3 x heartbeat 100ms"},
 		{Timing{Heartbeat: 0, Timeout: time.Second}, "timing: heartbeat 0s and timeout 1s must be positive"},
 	}
@@ -212,7 +212,7 @@ func TestTiming(t *testing.T) {
 		if err := tt.tm.Validate(); err != nil {
 			got = err.Error()
 		} else {
-			got = fmt.Sprintf("H %v T %v: suspect/fence %v, promote %v, margin %v", tt.tm.Heartbeat, tt.tm.Timeout,
+			got = fmt.Sprintf("H %v T %v: fence %v, promote %v, margin %v", tt.tm.Heartbeat, tt.tm.Timeout,
 				tt.tm.FenceDeadline(), tt.tm.PromoteDeadline(), tt.tm.FenceMargin())
 			if tt.tm.FenceMargin() <= 0 || tt.tm.FenceDeadline() >= tt.tm.PromoteDeadline() {
 				t.Errorf("%v: fence deadline %v not before promote deadline %v", tt.tm, tt.tm.FenceDeadline(), tt.tm.PromoteDeadline())

@@ -107,7 +107,9 @@ func playLinkCut(t *testing.T, tm Timing, phase, offset, latency time.Duration) 
 			for _, e := range dec.Effects {
 				switch {
 				case who == "alpha" && e.Kind == EffectDropVIP && fence < 0:
-					fence = now - cut
+					// The agent first waits FenceConfirm for one more
+					// witness answer, which cannot come through the cut.
+					fence = now - cut + tm.FenceConfirm()
 				case who == "beta" && e.Kind == EffectAddVIP && promote < 0:
 					promote = now - cut
 				}

@@ -44,23 +44,35 @@ func (c *Clock) Now() Instant { return Instant(time.Since(c.origin)) }
 //     (Dead);
 //   - the master declares the slave lost, and the witness lost, after
 //     S = (T - H) / 2 without a heartbeat or a witness reply (SuspectAfter);
-//     a master that has lost both fences itself (drops the floating address
-//     first, then stops the service).
+//     a master that has lost both confirms with one more witness probe of
+//     at most C = min(H, S/4) (FenceConfirm) and, when that gets no answer
+//     either, fences itself (drops the floating address first, then stops
+//     the service).
+//
+// Why the confirmation. Silence is measured on the master's own clock,
+// and under CPU starvation the master's process can stop running for
+// several hundred milliseconds (measured: 700 ms with both CPUs busy and a
+// load average of 17). When it runs again its timer fires before its
+// receivers have read the heartbeats and witness replies that arrived
+// meanwhile, and the silence it measured was its own. A fresh probe sent
+// after the stall gets its answer within milliseconds when the witness is
+// reachable: a stall of the master, or of the peer, or both, then does not
+// fence a healthy master, and a real loss of both still does, C later.
 //
 // Why the fence wins the race. Let the link break at P. The master heard
 // the slave for the last time at or before P, so it has lost both peer and
-// witness by P + S and has dropped the address by P + S + g + d, where g is
-// how late the agent acts on the verdict (it arms a timer for the detector's
-// NextChange, so g is scheduling delay, milliseconds on a host that is not
-// starved) and d the time of one netlink call (about a millisecond). The
-// slave's last heartbeat from the master was sent at or after P - H (one
-// goes out every H), so it cannot call the master dead before P - H + T, and
-// it then still has to confirm by probes before it adds the address. The
-// margin is
+// witness by P + S, confirmed by P + S + C and has dropped the address by
+// P + S + C + g + d, where g is how late the agent acts on the verdict (it
+// arms a timer for the detector's NextChange, so g is scheduling delay,
+// milliseconds on a host that is not starved) and d the time of one
+// netlink call (about a millisecond). The slave's last heartbeat from the
+// master was sent at or after P - H (one goes out every H), so it cannot
+// call the master dead before P - H + T, and it then still has to confirm
+// by probes before it adds the address. The margin is
 //
-//	(P - H + T) - (P + S + g + d) = (T - H)/2 - g - d
+//	(P - H + T) - (P + S + C + g + d) = (T - H)/2 - C - g - d
 //
-// that is 450 ms - g - d at the defaults and H - g - d at the smallest
+// that is 350 ms - g - d at the defaults and 3H/4 - g - d at the smallest
 // timeout agent/config accepts (T = 3 H). Halving T - H gives the master's
 // patience and the safety margin equal shares: a larger S would fence less
 // often on a burst of loss but eat the margin, a smaller one would fence a
@@ -98,19 +110,25 @@ func (t Timing) Validate() error {
 // slave trusts the witness only while it answered within it.
 func (t Timing) SuspectAfter() time.Duration { return (t.Timeout - t.Heartbeat) / 2 }
 
-// FenceDeadline is S: how long after the master last heard the slave (and
-// the witness) it drops the floating address, not counting the scheduling
-// delay and the netlink call.
-func (t Timing) FenceDeadline() time.Duration { return t.SuspectAfter() }
+// FenceConfirm is C = min(H, S/4): how long a master that lost both peer
+// and witness waits for the answer to one more witness probe before it
+// fences. One period is plenty for an answer from a reachable witness; the
+// quarter of S keeps three quarters of the margin at the smallest timeout.
+func (t Timing) FenceConfirm() time.Duration { return min(t.Heartbeat, t.SuspectAfter()/4) }
+
+// FenceDeadline is S + C: how long after the master last heard the slave
+// (and the witness) it drops the floating address, not counting the
+// scheduling delay and the netlink call.
+func (t Timing) FenceDeadline() time.Duration { return t.SuspectAfter() + t.FenceConfirm() }
 
 // PromoteDeadline is the earliest moment, after the master last heard the
 // slave, at which the slave may call the master dead: T - H (the master's
 // last heartbeat may have left up to H before the break).
 func (t Timing) PromoteDeadline() time.Duration { return t.Timeout - t.Heartbeat }
 
-// FenceMargin is PromoteDeadline - FenceDeadline = (T - H)/2: the budget for
-// the master's scheduling delay and netlink call within which the floating
-// address is on neither host. 450 ms at the defaults.
+// FenceMargin is PromoteDeadline - FenceDeadline = (T - H)/2 - C: the
+// budget for the master's scheduling delay and netlink call within which
+// the floating address is on neither host. 350 ms at the defaults.
 func (t Timing) FenceMargin() time.Duration { return t.PromoteDeadline() - t.FenceDeadline() }
 
 // ProbeTimeout bounds one witness or peer probe: one heartbeat period, so
