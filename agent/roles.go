@@ -183,8 +183,10 @@ func (a *Agent) run(r *runner, m *master, s *slave) {
 
 // reconcile makes each dataset's loop match the node's role: a slave runs
 // slave loops; a master that serves (or hands off) runs master loops; a
-// fenced master keeps what it has (none at start: it must not snapshot
-// before it knows whether the peer took over).
+// fenced master runs none: it takes no snapshot and sends nothing until it
+// knows whether the peer took over (a snapshot taken then would only
+// diverge from the peer's), and serving again starts a new master loop,
+// which reads the snapshots afresh and learns the peer's from its list.
 func (a *Agent) reconcile(ctx context.Context, master, serving bool) error {
 	var errs []error
 	for _, r := range a.order {
@@ -194,6 +196,10 @@ func (a *Agent) reconcile(ctx context.Context, master, serving bool) error {
 			err = a.startSlave(ctx, r)
 		case serving:
 			err = a.startMaster(ctx, r)
+		default:
+			if m, _ := r.loops(); m != nil {
+				a.stopLoop(r)
+			}
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -276,6 +282,12 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 	if done {
 		return nil
 	}
+	if m, _ := r.loops(); m != nil && a.fo != nil && a.fo.fencing() {
+		// A fenced master stops its loop now rather than after its
+		// effects: the head is then kept by snapshotHead below, never by a
+		// loop racing it, and nothing is sent after the fence.
+		a.stopLoop(r)
+	}
 	if m, _ := r.loops(); m != nil {
 		// A master loop runs: the dataset exists and is writable, so it is
 		// set without reading it first (a handoff's downtime is one zfs
@@ -299,8 +311,8 @@ func (a *Agent) SetReadonly(ctx context.Context, dataset string) error {
 		return nil
 	}
 	// No master loop snapshots what was written (a master that restarted
-	// and is demoted): keep it in a snapshot, so that the divergence
-	// planner sees it and it is stashed, not rolled back.
+	// and is demoted, or fenced): keep it in a snapshot, so that the
+	// divergence planner sees it and it is stashed, not rolled back.
 	if err := a.snapshotHead(ctx, r); err != nil {
 		return err
 	}

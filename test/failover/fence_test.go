@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,3 +90,64 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 	}
 }
 
+// TestFencedMasterPausesReplication: B's agent is stopped, then A's cable
+// is cut: A has lost both B and the witness and fences. While fenced, A's
+// master loop is stopped: no snapshot, no send (the timer tier on
+// zfs-fuse would otherwise snapshot every interval). The cable comes back
+// (B's agent still down: A stays fenced), then B's agent: A hears B as
+// slave at A's epoch, serves again, and a new write replicates to B.
+func TestFencedMasterPausesReplication(t *testing.T) {
+	p := newPair(t, true)
+	startServing(t, p)
+	e0 := state(t, p.Master).Epoch
+	writeFile(t, p.Master, "before.txt", "before the fence\n")
+	waitFile(t, p.Slave, "before.txt", "before the fence\n", syncTimeout)
+
+	if err := p.Slave.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mark := p.Master.Log.Len()
+	if err := p.Master.Host.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	fence := waitDecision(t, p.Master, mark, "fencing", 30*time.Second)
+	t.Logf("A fenced: %s", fence.Str("note"))
+	markFenced := p.Master.Log.Len()
+	time.Sleep(3 * time.Second) // 15 timer intervals
+	if err := p.Master.Host.LinkUp(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the witness answers again; B's agent does not
+	if n := p.Master.Log.Count(markFenced, func(r agentpair.Record) bool {
+		return r.Msg() == "snapshot taken" || r.Msg() == "transfer started"
+	}); n != 0 {
+		t.Fatalf("A took snapshots or sent %d times while fenced", n)
+	}
+	if p.Master.Log.Count(mark, func(r agentpair.Record) bool {
+		return r.Msg() == "dataset loop stopped" && r.Str("was") == "master"
+	}) == 0 {
+		t.Fatal("A's master loop was not stopped by the fence")
+	}
+	if h, err := p.Holders(); err != nil || len(h) != 0 {
+		t.Fatalf("floating address held by %v (err %v) while A is fenced and B's agent down", h, err)
+	}
+
+	markA := p.Master.Log.Len()
+	if err := p.Slave.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitDecision(t, p.Master, markA, "heard as slave", 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), serveTimeout)
+	defer cancel()
+	if _, err := p.WaitServed(ctx, "before.txt", "before the fence\n"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p.Master, "after.txt", "after the fence\n")
+	waitFile(t, p.Slave, "after.txt", "after the fence\n", syncTimeout)
+	if st := state(t, p.Master); st.Role != config.RoleMaster || st.Epoch != e0 {
+		t.Fatalf("A is %s at epoch %d; want master at %d", st.Role, st.Epoch, e0)
+	}
+	if st := state(t, p.Slave); st.Role != config.RoleSlave || st.Epoch != e0 {
+		t.Fatalf("B is %s at epoch %d; want slave at %d", st.Role, st.Epoch, e0)
+	}
+}
