@@ -2,10 +2,14 @@ package failover
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,4 +154,77 @@ func TestFencedMasterPausesReplication(t *testing.T) {
 	if st := state(t, p.Slave); st.Role != config.RoleSlave || st.Epoch != e0 {
 		t.Fatalf("B is %s at epoch %d; want slave at %d", st.Role, st.Epoch, e0)
 	}
+}
+
+// TestHeartbeatRoundTripShown: both nodes measure the heartbeat round trip
+// from the echoed send instants and show it in status (peer.rtt_ns) and in
+// the flocker_heartbeat_rtt_seconds metric.
+func TestHeartbeatRoundTripShown(t *testing.T) {
+	p := newPair(t, false)
+	startServing(t, p)
+	for _, n := range p.Nodes() {
+		var rtt time.Duration
+		deadline := time.Now().Add(30 * time.Second)
+		for rtt <= 0 && time.Now().Before(deadline) {
+			out, err := n.Flocker(context.Background(), "status", "--json", "--config", n.Config)
+			if err != nil && out == "" {
+				t.Fatal(err)
+			}
+			var st struct {
+				Local struct {
+					Peer struct {
+						RTT time.Duration `json:"rtt_ns"`
+					} `json:"peer"`
+				} `json:"local"`
+			}
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				t.Fatalf("%s: status --json: %v\n%s", n.Name, err, out)
+			}
+			rtt = st.Local.Peer.RTT
+			time.Sleep(200 * time.Millisecond)
+		}
+		if rtt <= 0 || rtt > 10*time.Second {
+			t.Fatalf("%s: status shows peer rtt %v; want a measured round trip", n.Name, rtt)
+		}
+		metric := scrapeMetric(t, n, "flocker_heartbeat_rtt_seconds")
+		if metric <= 0 || metric > 10 {
+			t.Fatalf("%s: flocker_heartbeat_rtt_seconds %v; want a measured round trip", n.Name, metric)
+		}
+		t.Logf("%s: peer rtt %v in status, %.6fs in the metric", n.Name, rtt, metric)
+	}
+}
+
+// scrapeMetric reads one unlabelled metric from n's /metrics (HTTP/1.0 over
+// a connection made in n's namespace).
+func scrapeMetric(t *testing.T, n *agentpair.Node, name string) float64 {
+	t.Helper()
+	var body string
+	err := n.Host.Do(func() error {
+		c, err := net.DialTimeout("tcp", n.StatusAddr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\n\r\n"); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(c)
+		body = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: /metrics: %v", n.Name, err)
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", n.Name, l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s: /metrics has no %s:\n%s", n.Name, name, body)
+	return 0
 }
