@@ -321,6 +321,11 @@ type stashZFS interface {
 	Clone(ctx context.Context, snapshot, target string, props map[string]string) error
 	Promote(ctx context.Context, clone string) error
 	DestroyDataset(ctx context.Context, name string, opts snapshot.DestroyOptions) error
+	GetProperty(ctx context.Context, name, prop string) (snapshot.Property, error)
+	SetProperty(ctx context.Context, name, prop, value string) error
+	InheritProperty(ctx context.Context, name, prop string) error
+	Mountpoint(ctx context.Context, dataset string) (path string, mounted bool, err error)
+	Mount(ctx context.Context, dataset string) error
 }
 
 // childLister lists the file systems directly under a parent.
@@ -412,8 +417,16 @@ func (a *Agent) Stash(ctx context.Context, dataset string) error {
 	if name == "" {
 		return fmt.Errorf("dataset %s: %s is gone and no stash is known", dataset, ds)
 	}
+	mp, err := moveStashMount(ctx, z, name)
+	if err != nil {
+		return fmt.Errorf("stash %s: %w", name, err)
+	}
+	props := map[string]string{"readonly": "on"}
+	if mp != "" {
+		props["mountpoint"] = mp
+	}
 	_, short, _ := strings.Cut(base, "@")
-	if err := z.Clone(ctx, name+"@"+short, ds, map[string]string{"readonly": "on"}); err != nil && !errors.Is(err, snapshot.ErrExists) {
+	if err := z.Clone(ctx, name+"@"+short, ds, props); err != nil && !errors.Is(err, snapshot.ErrExists) {
 		return fmt.Errorf("cloning the base %s back to %s: %w", short, ds, err)
 	}
 	if err := z.Promote(ctx, ds); err != nil {
@@ -425,6 +438,49 @@ func (a *Agent) Stash(ctx context.Context, dataset string) error {
 	a.fo.noteStash()
 	a.log.Info("dataset reset to the divergence base; replication resumes from it", "dataset", dataset, "base", short, "stash", name)
 	return nil
+}
+
+// stashMountProp keeps, on a stash, the local mountpoint its dataset had.
+const stashMountProp = "flocker:mountpoint"
+
+// moveStashMount gives a stash its own mountpoint and returns the local
+// mountpoint the dataset had ("" when it inherited its mountpoint). A
+// dataset renamed to the stash keeps a local mountpoint, so the stash would
+// sit on the original's path while the base cloned back in its place got
+// the mountpoint it inherits: the service would find the stash. The stash
+// takes the path it inherits under <pool>/flocker-stash instead, and the
+// clone the original path. The value is recorded on the stash first, so a
+// retry after a failure in between still knows it.
+func moveStashMount(ctx context.Context, z stashZFS, stash string) (string, error) {
+	p, err := z.GetProperty(ctx, stash, "mountpoint")
+	if err != nil {
+		return "", err
+	}
+	if p.Source == "local" {
+		if err := z.SetProperty(ctx, stash, stashMountProp, p.Value); err != nil {
+			return "", fmt.Errorf("recording its mountpoint: %w", err)
+		}
+		if err := z.InheritProperty(ctx, stash, "mountpoint"); err != nil {
+			return "", fmt.Errorf("moving it off %s: %w", p.Value, err)
+		}
+		// zfs-fuse unmounts it and leaves it so.
+		if _, mounted, err := z.Mountpoint(ctx, stash); err != nil {
+			return "", err
+		} else if !mounted {
+			if err := z.Mount(ctx, stash); err != nil && !errors.Is(err, snapshot.ErrMounted) {
+				return "", fmt.Errorf("mounting it at its own mountpoint: %w", err)
+			}
+		}
+		return p.Value, nil
+	}
+	kept, err := z.GetProperty(ctx, stash, stashMountProp)
+	if err != nil {
+		return "", err
+	}
+	if kept.Source == "local" && kept.IsSet() {
+		return kept.Value, nil
+	}
+	return "", nil
 }
 
 // Stashes lists the stashes of every protected dataset's pool.
