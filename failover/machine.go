@@ -337,6 +337,16 @@ func (m Machine) peerDead(s State, ev Evidence) Decision {
 		}
 		return keep(s, "peer agent lost: %s is silent but %s; waiting", m.Peer, what)
 	}
+	if s.Mode == ModeFenced {
+		// A fenced master (restarted, or cut off from peer and witness)
+		// serves again at its own epoch. It has not heard the peer since,
+		// so it cannot know the peer's epoch: the peer may have taken over
+		// at our epoch + 1 meanwhile, and taking that number too would make
+		// two masters at one epoch, which only name order can settle
+		// (against the node that served the clients). At our own epoch we
+		// stay below a peer that took over, and demote when we meet it.
+		return m.resume(s, fmt.Sprintf("%s confirmed dead: serving again at epoch %d", m.Peer, s.Epoch))
+	}
 	return m.promote(s, max(s.Epoch, s.Peer.Epoch)+1, fmt.Sprintf("%s confirmed dead", m.Peer))
 }
 

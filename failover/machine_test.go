@@ -179,8 +179,8 @@ func TestMachine(t *testing.T) {
 		{"fenced: peer master at older epoch: wait", withWitness, with(fenced, func(s *State) { s.Epoch = 9 }), masterHeard8,
 			"master/fenced e9: - | beta is master at older epoch 8: waiting for it to demote"},
 		{"fenced: suspect changes nothing", withWitness, fenced, PeerSuspect{}, "master/fenced e7: -"},
-		{"fenced: peer confirmed dead with witness: take over at a new epoch", withWitness, fenced, deadSilent,
-			"master/serving e8: persist(master,8) abort-receive(app) writable(app) start(app) vip-add(app) | beta confirmed dead"},
+		{"fenced: peer confirmed dead with witness: serve again at our epoch", withWitness, fenced, deadSilent,
+			"master/serving e7: abort-receive(app) writable(app) start(app) vip-add(app) | beta confirmed dead: serving again at epoch 7"},
 		{"fenced: peer silent, witness still lost: stay fenced", withWitness, with(fenced, func(s *State) { s.Witness = Suspect }), deadSilent,
 			"master/fenced e7: - | beta is dead but the witness is suspect: not taking over"},
 		{"fenced: peer silent but host answers: stay fenced", withWitness, fenced, deadHostUp,
@@ -367,5 +367,38 @@ func TestPeerFacts(t *testing.T) {
 		if h != tt.healthy || c != tt.curr {
 			t.Errorf("%+v: healthy %v current %v, want %v %v", tt.hb.Datasets, h, c, tt.healthy, tt.curr)
 		}
+	}
+}
+
+// TestRestartedMasterStaysBelowPeer: alpha's host dies, beta takes over at
+// epoch 2. Alpha restarts (master at epoch 1 in its INI) while it cannot
+// reach beta: it confirms beta dead and serves again, but at its own epoch
+// 1, never at beta's 2: when they meet, alpha is below and demotes, and the
+// divergence goes to beta, which served the clients meanwhile.
+func TestRestartedMasterStaysBelowPeer(t *testing.T) {
+	a := Machine{Node: "alpha", Peer: "beta", Datasets: []string{"app"}, Witness: true}
+	b := Machine{Node: "beta", Peer: "alpha", Datasets: []string{"app"}, Witness: true}
+	sb := b.Start(slave, 1)
+	sb = b.Step(sb, WitnessVerdict{Alive}).State
+	sb = b.Step(sb, PeerHeard{Role: master, Epoch: 1, Healthy: true, Current: true}).State
+	sb = b.Step(sb, PeerDead{}).State
+	if sb.Role != master || sb.Epoch != 2 {
+		t.Fatalf("beta after alpha's death: %s; want master at epoch 2", sb)
+	}
+	sa := a.Start(master, 1)
+	sa = a.Step(sa, WitnessVerdict{Alive}).State
+	d := a.Step(sa, PeerDead{})
+	if d.State.Epoch >= sb.Epoch {
+		t.Fatalf("restarted alpha, beta unreachable: %s; its epoch must stay below beta's %d", d, sb.Epoch)
+	}
+	for _, e := range d.Effects {
+		if e.Kind == EffectPersist {
+			t.Fatalf("restarted alpha persisted a new role or epoch without hearing beta: %s", d)
+		}
+	}
+	sa = d.State
+	d = a.Step(sa, PeerHeard{Role: sb.Role, Epoch: sb.Epoch, Healthy: true, Current: false})
+	if d.State.Role != slave || d.State.Epoch != sb.Epoch {
+		t.Fatalf("alpha meeting beta: %s; want slave at beta's epoch %d", d, sb.Epoch)
 	}
 }
