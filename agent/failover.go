@@ -285,8 +285,10 @@ func (s *supervisor) pulse(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if gap := s.live.pulse(); gap > 0 {
+		if gap := s.live.pulse(); gap >= lateAfter*s.timing.Heartbeat {
 			s.log.Warn("agent stalled", "gap", gap)
+		} else if gap > 0 {
+			s.log.Debug("agent stalled", "gap", gap)
 		}
 	}
 }
