@@ -721,13 +721,15 @@ func (s *supervisor) fenceAverted(ctx context.Context) bool {
 	if err == nil {
 		s.live.witnessReply()
 	}
-	heard := s.live.read().arrivals != s.arrivals
-	if err != nil && !heard {
+	// The witness prober or a heartbeat may have answered meanwhile.
+	after := s.live.read()
+	heard := after.arrivals != s.arrivals
+	if err != nil && !heard && after.witness.Liveness != failover.Alive {
 		s.log.Info("fence confirmed: the witness did not answer one more probe", "err", err)
 		return false
 	}
 	s.log.Warn("fence averted: the witness answered one more probe, or the peer a heartbeat",
-		"witness_answered", err == nil, "witness_rtt", rtt, "heartbeat_came", heard,
+		"witness_answered", err == nil, "witness_rtt", rtt, "heartbeat_came", heard, "witness", after.witness.Liveness.String(),
 		"peer_silent", v.now.Sub(v.peer.LastHeard), "witness_silent", v.now.Sub(v.witness.LastHeard))
 	return true
 }

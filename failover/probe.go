@@ -69,6 +69,10 @@ func (p *Pinger) Close() error {
 	return errors.Join(errs...)
 }
 
+// drainGrace is how long a ping whose deadline passed still reads replies
+// already queued on its socket (see Ping).
+const drainGrace = 2 * time.Millisecond
+
 // ErrNoReply: the address did not answer in time.
 var ErrNoReply = errors.New("no reply")
 
@@ -101,8 +105,13 @@ func (p *Pinger) Ping(ctx context.Context, addr netip.Addr) (time.Duration, erro
 		return 0, fmt.Errorf("ping %v: %w", addr, err)
 	}
 	// A cancelled context ends the wait at once.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		conn.SetReadDeadline(time.Unix(1, 0))
+	})
 	defer stop()
+	drained := false
 	if err := conn.SetReadDeadline(deadline); err != nil {
 		return 0, fmt.Errorf("ping %v: %w", addr, err)
 	}
@@ -118,6 +127,19 @@ func (p *Pinger) Ping(ctx context.Context, addr netip.Addr) (time.Duration, erro
 			switch {
 			case errors.Is(ctx.Err(), context.Canceled):
 				return 0, fmt.Errorf("ping %v: %w", addr, ctx.Err())
+			case (ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) && !drained:
+				// Go refuses to read once the deadline has passed, even
+				// what the kernel holds: a reply that came in time, to a
+				// goroutine that did not run in time (a starved process),
+				// would be lost. Read what is queued, briefly, once.
+				drained = true
+				if !stop() && ctx.Err() != nil {
+					<-fired
+				}
+				if err := conn.SetReadDeadline(time.Now().Add(drainGrace)); err != nil {
+					return 0, fmt.Errorf("ping %v: %w", addr, err)
+				}
+				continue
 			case ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout():
 				return 0, fmt.Errorf("ping %v: %w within %v", addr, ErrNoReply, deadline.Sub(start).Round(time.Millisecond))
 			}
