@@ -72,8 +72,11 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 			case "failover decision":
 				out = append(out, fmt.Sprintf("%s: %s (peer silent %v, witness silent %v)", r.Str("event"), r.Str("note"),
 					time.Duration(r.Num("peer_silent")), time.Duration(r.Num("witness_silent"))))
-			case "heartbeat late", "heartbeat sent late", "witness reply late":
+			case "heartbeat late", "heartbeat sent late", "witness reply late", "agent stalled":
 				out = append(out, fmt.Sprintf("%s %s: %v", r.Str("time"), r.Msg(), time.Duration(r.Num("gap"))))
+			case "fence averted: the witness answered one more probe, or the peer a heartbeat",
+				"fence confirmed: the witness did not answer one more probe", "probes discarded: this node stalled while they ran":
+				out = append(out, fmt.Sprintf("%s %s", r.Str("time"), r.Msg()))
 			}
 		}
 		return out
