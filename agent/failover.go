@@ -377,7 +377,7 @@ func (l *liveness) started() bool {
 }
 
 // heartbeat records a heartbeat arriving now, with its round-trip echo,
-// and returns the time since the previous arrival.
+// and returns the time since the previous arrival (0 for the first).
 func (l *liveness) heartbeat(hb failover.Heartbeat, e failover.Echo) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -385,7 +385,10 @@ func (l *liveness) heartbeat(hb failover.Heartbeat, e failover.Echo) time.Durati
 		return 0
 	}
 	now := l.clock.Now()
-	gap := now.Sub(l.peer.Check(now).LastHeard)
+	var gap time.Duration
+	if v := l.peer.Check(now); v.Heard {
+		gap = now.Sub(v.LastHeard)
+	}
 	l.peer.Observe(hb, now)
 	l.rtt.Receive(e, now)
 	l.arrivals++
@@ -411,7 +414,7 @@ func (l *liveness) roundTrip() time.Duration {
 }
 
 // witnessReply records a witness reply arriving now and returns the time
-// since the previous one.
+// since the previous one (0 for the first).
 func (l *liveness) witnessReply() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -419,7 +422,10 @@ func (l *liveness) witnessReply() time.Duration {
 		return 0
 	}
 	now := l.clock.Now()
-	gap := now.Sub(l.witness.Check(now).LastHeard)
+	var gap time.Duration
+	if v := l.witness.Check(now); v.Heard {
+		gap = now.Sub(v.LastHeard)
+	}
 	l.witness.ObserveReply(now)
 	return gap
 }
