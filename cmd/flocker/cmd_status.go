@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/flockerha/flocker/agent"
@@ -133,7 +132,7 @@ func showStatus(e *env, c *config.Config, v api.View, asJSON, colour bool) int {
 		fmt.Fprintf(e.stdout, "%s\n", out)
 		return int(level)
 	}
-	renderStatus(e.stdout, c, v, level, findings, time.Now(), colour)
+	renderStatus(e.stdout, c, v, level, findings, time.Now(), colour, outputWidth(e.stdout))
 	return int(level)
 }
 
@@ -157,8 +156,9 @@ func isTerminal(w io.Writer) bool {
 
 // renderStatus prints the headline, the findings, then both hosts side by
 // side: this host from its own agent, the peer from its status port when
-// it answered, else as this host's agent sees it.
-func renderStatus(w io.Writer, c *config.Config, v api.View, level api.Level, findings []api.Finding, now time.Time, colour bool) {
+// it answered, else as this host's agent sees it. Lines stay within width:
+// long cells wrap, very long ones are cut (--json has the full text).
+func renderStatus(w io.Writer, c *config.Config, v api.View, level api.Level, findings []api.Finding, now time.Time, colour bool, width int) {
 	paint := func(code, s string) string {
 		if !colour {
 			return s
@@ -176,7 +176,7 @@ func renderStatus(w io.Writer, c *config.Config, v api.View, level api.Level, fi
 		case f.Dataset != "":
 			where = f.Dataset + ": "
 		}
-		fmt.Fprintf(w, "  %s %s%s\n", paint(levelColour[f.Level], "!"), where, f.Message)
+		fmt.Fprint(w, wrapIndented("  "+paint(levelColour[f.Level], "!")+" ", 4, where+f.Message, width))
 	}
 	fmt.Fprintln(w)
 	if v.Local == nil {
@@ -187,8 +187,8 @@ func renderStatus(w io.Writer, c *config.Config, v api.View, level api.Level, fi
 	if v.Peer != nil {
 		peerHead = v.Peer.Node
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	row := func(label, a, b string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", label, a, b) }
+	var tw table
+	row := tw.row
 	row("", l.Node+" (this host)", peerHead)
 	row("role", fmt.Sprintf("%s, epoch %d", l.Role, l.Epoch), peerRole(l, v.Peer))
 	row("peer link", linkText(l, now), peerLinkText(v.Peer, now))
@@ -217,7 +217,7 @@ func renderStatus(w io.Writer, c *config.Config, v api.View, level api.Level, fi
 		row("  stashes", fmt.Sprint(len(d.Stashes)), other(func(p agent.DatasetStatus) string { return fmt.Sprint(len(p.Stashes)) }))
 		row("  last error", problemText(d.LastError, now), other(func(p agent.DatasetStatus) string { return problemText(p.LastError, now) }))
 	}
-	tw.Flush()
+	tw.render(w, width)
 }
 
 func peerRole(l *api.Document, p *api.Document) string {

@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/flockerha/flocker/agent"
 	"github.com/flockerha/flocker/agent/api"
@@ -147,5 +149,81 @@ func TestStatusWatch(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "flocker status alpha + beta: DEGRADED"); n < 2 {
 		t.Errorf("%d redraws in 2 s at 20 ms, want several:\n%s", n, out.String())
+	}
+}
+
+// TestStatusLongError: a long last error and a long finding wrap within
+// 100 columns when piped, the table is cut rather than endless, and
+// --json still carries every byte of the message.
+func TestStatusLongError(t *testing.T) {
+	st := pairStatus("alpha", "master", "slave", true, 200*time.Millisecond)
+	msg := "zfs receive: cannot receive incremental stream: " + strings.Repeat("destination tank/app has been modified since most recent snapshot ", 8) + "END"
+	st.Datasets[0].LastError = &agent.Problem{Code: "transfer", Message: msg, At: time.Now().Add(-time.Minute)}
+	st.Datasets[0].Conflict = "no common snapshot: " + strings.Repeat("x", 300)
+	cfg := statusConfig(t, statusServer(t, st, ""), netip.AddrPort{}, filepath.Join(t.TempDir(), "none.sock"))
+	code, stdout, stderr := runCLI(t, "status", "--config", cfg)
+	if code != 2 {
+		t.Errorf("exit %d, want 2 (a conflict is broken)\n%s%s", code, stdout, stderr)
+	}
+	for i, l := range strings.Split(stdout, "\n") {
+		if n := utf8.RuneCountInString(l); n > pipedWidth {
+			t.Errorf("line %d is %d columns, want at most %d: %q", i+1, n, pipedWidth, l)
+		}
+	}
+	if !strings.Contains(stdout, "transfer: zfs receive: cannot receive") || !strings.Contains(stdout, "…") {
+		t.Errorf("last error not shown wrapped and cut:\n%s", stdout)
+	}
+	if strings.Contains(stdout, "END") {
+		t.Errorf("a 600-byte error shown whole in the table:\n%s", stdout)
+	}
+	// The finding is wrapped, not cut: all 300 x are there.
+	if got := strings.Count(stdout, "x"); got < 300 {
+		t.Errorf("finding shows %d of 300 x:\n%s", got, stdout)
+	}
+	if !strings.Contains(stdout, "alpha (this host)") || !strings.Contains(stdout, "flocker-4-9") {
+		t.Errorf("table lost its other rows:\n%s", stdout)
+	}
+	_, stdout, _ = runCLI(t, "status", "--json", "--config", cfg)
+	var r statusReport
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("--json: %v\n%s", err, stdout)
+	}
+	if got := r.Local.Datasets[0].LastError.Message; got != msg {
+		t.Errorf("--json last error = %q, want the full %d bytes", got, len(msg))
+	}
+}
+
+func TestTableWidths(t *testing.T) {
+	var tb table
+	tb.row("", "alpha (this host)", "beta")
+	tb.row("  last error", strings.Repeat("word ", 40), "none")
+	tb.row("  lag", "current", strings.Repeat("y", 200))
+	for _, width := range []int{minWidth, 60, 100, 160} {
+		var b bytes.Buffer
+		tb.render(&b, width)
+		lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+		for _, l := range lines {
+			if n := utf8.RuneCountInString(l); n > width {
+				t.Errorf("width %d: line of %d: %q", width, n, l)
+			}
+		}
+		// Three rows, each at most maxCellLines lines.
+		if len(lines) < 3 || len(lines) > 3*maxCellLines {
+			t.Errorf("width %d: %d lines:\n%s", width, len(lines), b.String())
+		}
+	}
+	// Short cells are left alone: natural widths, one line per row.
+	var small table
+	small.row("role", "master, epoch 4", "slave, epoch 4")
+	var b bytes.Buffer
+	small.render(&b, 100)
+	if got, want := b.String(), "role   master, epoch 4   slave, epoch 4\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := wrap("abcdefghij", 4); !slices.Equal(got, []string{"abcd", "efgh", "ij"}) {
+		t.Errorf("wrap of a long word: %q", got)
+	}
+	if got := wrap(strings.Repeat("abcd ", 10), 4); len(got) != maxCellLines || got[maxCellLines-1] != "abc…" {
+		t.Errorf("wrap cut: %q", got)
 	}
 }
