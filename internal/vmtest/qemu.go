@@ -23,6 +23,7 @@ type vm struct {
 	share  string   // share disk image
 	images *Images  // boot files
 	net    *os.File // this end of the guest link, or nil
+	tap    bool     // net is a tap device, not a stream socket
 }
 
 func (v *vm) console() string { return filepath.Join(v.dir, "console.log") }
@@ -85,7 +86,11 @@ func (v *vm) args() []string {
 	}
 	if v.net != nil {
 		// fd 3 is the first of exec.Cmd.ExtraFiles.
-		a = append(a, "-netdev", "socket,id=net0,fd=3",
+		backend := "socket,id=net0,fd=3"
+		if v.tap {
+			backend = "tap,id=net0,fd=3"
+		}
+		a = append(a, "-netdev", backend,
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net0,mac=52:54:00:f1:0c:%02x", v.index+1))
 	}
 	return a

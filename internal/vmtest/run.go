@@ -58,6 +58,10 @@ type Spec struct {
 	// temporary directory is used and removed.
 	WorkDir string
 	Log     *slog.Logger
+	// NoRetry: a guest that gives no exit report is not booted again. For
+	// callers that work the guests from outside while they run, to whom a
+	// fresh guest would be a stranger.
+	NoRetry bool
 }
 
 // Guest is one virtual machine of a Spec.
@@ -73,6 +77,11 @@ type Guest struct {
 	Out       bool
 	MemoryMiB int // DefaultMemoryMiB when zero
 	CPUs      int // 1 when zero
+	// TAP, when set, is an open tap device (IFF_TAP|IFF_NO_PI) that becomes
+	// the guest's eth0 instead of the link between two guests: the caller
+	// plugs it into a bridge of its own, for example with a host network
+	// namespace on it. Either every guest of a Spec has one or none.
+	TAP *os.File
 }
 
 // Disk is an empty sparse raw disk, seen in the guest as
@@ -167,6 +176,15 @@ func (s Spec) validate() (Spec, error) {
 	}
 	guests := make([]Guest, len(s.Guests))
 	seen := map[string]bool{}
+	taps := 0
+	for _, g := range s.Guests {
+		if g.TAP != nil {
+			taps++
+		}
+	}
+	if taps != 0 && taps != len(s.Guests) {
+		return s, fmt.Errorf("spec: %d of %d guests have a TAP: give every guest one or none", taps, len(s.Guests))
+	}
 	for i, g := range s.Guests {
 		if !nameRE.MatchString(g.Name) {
 			return s, fmt.Errorf("spec: guest %d: name %q: want lowercase letters, digits and '-'", i, g.Name)
@@ -252,6 +270,9 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 		if !needsRetry(res) {
 			return res, nil
 		}
+		if s.NoRetry {
+			return res, fmt.Errorf("vm run: %w: %w", ErrNoReport, res.Err())
+		}
 		s.Log.Warn("vm guest gave no exit report", "attempt", attempt, "error", res.Err())
 	}
 	return res, fmt.Errorf("vm run: %w after 2 attempts: %w", ErrNoReport, res.Err())
@@ -279,7 +300,7 @@ func runAttempt(ctx context.Context, s Spec, dir, share string, attempt int) (*R
 	defer cancel()
 
 	var link [2]*os.File
-	if len(s.Guests) == 2 {
+	if len(s.Guests) == 2 && s.Guests[0].TAP == nil {
 		var err error
 		if link, err = socketPair(); err != nil {
 			return nil, err
@@ -294,6 +315,9 @@ func runAttempt(ctx context.Context, s Spec, dir, share string, attempt int) (*R
 			return nil, err
 		}
 		v := &vm{guest: g, index: i, dir: filepath.Join(dir, g.Name), nonce: nonce, share: share, images: s.Images, net: link[i]}
+		if g.TAP != nil {
+			v.net, v.tap = g.TAP, true
+		}
 		if err := v.prepare(ctx); err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -101,6 +102,7 @@ func TestValidate(t *testing.T) {
 		"too little ram":  func(s *Spec) { s.Guests[0].MemoryMiB = 64 },
 		"negative cpus":   func(s *Spec) { s.Guests[0].CPUs = -1 },
 		"empty disk name": func(s *Spec) { s.Guests[0].Disks[0].Serial = "" },
+		"one tap of two":  func(s *Spec) { s.Guests[0].TAP = os.Stdin },
 	}
 	for name, mutate := range bad {
 		s := ok
@@ -136,6 +138,10 @@ func TestArgs(t *testing.T) {
 	}
 	if strings.Contains(got, "-netdev") {
 		t.Errorf("guest without a link got a NIC: %s", got)
+	}
+	v.net, v.tap = os.Stdin, true // any file: args only names fd 3
+	if got := strings.Join(v.args(), " "); !strings.Contains(got, "-netdev tap,id=net0,fd=3 -device virtio-net-pci,netdev=net0,mac=52:54:00:f1:0c:02") {
+		t.Errorf("guest on a tap: %s", got)
 	}
 }
 
