@@ -4,12 +4,12 @@
 // per host, a service behind a floating address, client C). It tells the
 // whole story: replication and its lag, host A killed, C served by B, A
 // back and demoted with its divergent write stashed, status from both
-// sides; every figure it prints is measured in this run.
+// sides; every figure it prints is measured in this run. With -vm it tells
+// the same story on two OpenZFS qemu guests (internal/vmdemo).
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,20 +27,35 @@ import (
 
 	"github.com/flockerha/flocker/agent/config"
 	"github.com/flockerha/flocker/internal/agentpair"
+	"github.com/flockerha/flocker/internal/demotext"
 	"github.com/flockerha/flocker/internal/failpair"
 	"github.com/flockerha/flocker/internal/logging"
 	"github.com/flockerha/flocker/internal/rig"
+	"github.com/flockerha/flocker/internal/vmdemo"
+	"github.com/flockerha/flocker/internal/vmtest"
 )
 
 func main() {
 	bin := flag.String("flocker", "bin/flocker", "the flocker binary to run on each host")
 	verbose := flag.Bool("v", false, "show the rig's own log")
+	vm := flag.Bool("vm", false, "tell the story on two OpenZFS qemu guests (make vm-images first)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := logging.Discard()
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if *vm {
+		img, err := vmtest.FindImages()
+		if err == nil {
+			_, err = vmdemo.Run(ctx, os.Stdout, vmdemo.Options{Images: img, Log: log})
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(ctx, os.Stdout, *bin, log); err != nil {
 		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
@@ -114,7 +129,7 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "  flocker check on %s:\n%s", n.Name, indent(res, "    "))
+		fmt.Fprintf(out, "  flocker check on %s:\n%s", n.Name, demotext.Indent(res, "    "))
 	}
 
 	step("flocker probe on alpha: what this kernel and this ZFS offer flocker")
@@ -122,11 +137,11 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 	if err != nil {
 		return err
 	}
-	summary, err := summarizeProbe(res)
+	summary, err := demotext.SummarizeProbe(res)
 	if err != nil {
 		return fmt.Errorf("probe on alpha: %w", err)
 	}
-	fmt.Fprint(out, indent(summary, "  "))
+	fmt.Fprint(out, demotext.Indent(summary, "  "))
 
 	step("alpha writes some files, then both agents start (flocker agent --config ..., one process per host)")
 	if err := writeDemoFiles(p.Master.Mountpoint); err != nil {
@@ -149,7 +164,7 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 		return err
 	}
 	fmt.Fprintf(out, "  first sync: a full send of %s (%s) over QUIC; beta's replica identical after %v\n",
-		r.Str("target"), human(r.Num("bytes")), first.Round(time.Millisecond))
+		r.Str("target"), demotext.Human(r.Num("bytes")), first.Round(time.Millisecond))
 	fmt.Fprintf(out, "  (identical = same tree checksum of alpha's %s and beta's %s)\n", p.Master.Mountpoint, p.Slave.Mountpoint)
 	served, err := waitServed(ctx, p, servedFile, servedBefore)
 	if err != nil {
@@ -388,9 +403,9 @@ func showStashes(ctx context.Context, out io.Writer, n *agentpair.Node) ([]strin
 	res, err := n.Flocker(ctx, "stash", "list", "--config", n.Config)
 	switch {
 	case err == nil:
-		fmt.Fprintf(out, "  flocker stash list on %s:\n%s", n.Name, indent(res, "    "))
+		fmt.Fprintf(out, "  flocker stash list on %s:\n%s", n.Name, demotext.Indent(res, "    "))
 	case strings.Contains(err.Error(), "unknown command"):
-		fmt.Fprintf(out, "  flocker stash list: not in this build yet; zfs list shows %s's stashes:\n%s", n.Name, indent(strings.Join(names, "\n"), "    "))
+		fmt.Fprintf(out, "  flocker stash list: not in this build yet; zfs list shows %s's stashes:\n%s", n.Name, demotext.Indent(strings.Join(names, "\n"), "    "))
 	default:
 		return nil, err
 	}
@@ -404,7 +419,7 @@ func showStatus(ctx context.Context, out io.Writer, n *agentpair.Node) error {
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		fmt.Fprintf(out, "  flocker status on %s (exit 0):\n%s", n.Name, indent(res, "    "))
+		fmt.Fprintf(out, "  flocker status on %s (exit 0):\n%s", n.Name, demotext.Indent(res, "    "))
 	case strings.Contains(err.Error(), "unknown command"):
 		c, err := config.Load(n.Config)
 		if err != nil {
@@ -412,7 +427,7 @@ func showStatus(ctx context.Context, out io.Writer, n *agentpair.Node) error {
 		}
 		fmt.Fprintf(out, "  flocker status: not in this build yet; %s's [state]: %s at epoch %d\n", n.Name, c.State.Role, c.State.Epoch)
 	case errors.As(err, &exit) && res != "":
-		fmt.Fprintf(out, "  flocker status on %s (exit %d):\n%s", n.Name, exit.ExitCode(), indent(res, "    "))
+		fmt.Fprintf(out, "  flocker status on %s (exit %d):\n%s", n.Name, exit.ExitCode(), demotext.Indent(res, "    "))
 	default:
 		return err
 	}
@@ -445,7 +460,7 @@ func startClient(ctx context.Context, p *failpair.Pair, out io.Writer, start tim
 			body, err := p.Get(servedFile, time.Second)
 			now := "answered: " + strings.TrimSpace(body)
 			if err != nil {
-				now = "no answer (" + firstLine(err.Error(), 60) + ")"
+				now = "no answer (" + demotext.FirstLine(err.Error(), 60) + ")"
 			}
 			c.mu.Lock()
 			if err != nil {
@@ -488,20 +503,6 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 	return s.w.Write(b)
 }
 
-// human renders a byte count in binary units.
-func human(n float64) string {
-	units := []string{"B", "KiB", "MiB", "GiB"}
-	i := 0
-	for n >= 1024 && i < len(units)-1 {
-		n /= 1024
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%.0f B", n)
-	}
-	return fmt.Sprintf("%.1f %s", n, units[i])
-}
-
 // demoTier is alpha's notifier tier: the best eBPF tier this development
 // kernel loads (it refuses fentry and kprobes).
 const demoTier = "tracepoint"
@@ -538,59 +539,4 @@ func waitFile(ctx context.Context, path, content string, t0 time.Time) (time.Dur
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-}
-
-type probeReport struct {
-	Kernel struct {
-		Release string `json:"release"`
-	} `json:"kernel"`
-	Tiers []struct {
-		Name      string `json:"name"`
-		Available bool   `json:"available"`
-		Reason    string `json:"reason"`
-	} `json:"tiers"`
-	ZFS struct {
-		Dialect  string          `json:"dialect"`
-		Version  string          `json:"version"`
-		Features map[string]bool `json:"features"`
-	} `json:"zfs"`
-}
-
-func summarizeProbe(raw string) (string, error) {
-	var r probeReport
-	if err := json.Unmarshal([]byte(raw), &r); err != nil {
-		return "", fmt.Errorf("decoding probe JSON: %w", err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "kernel %s; ZFS %s (%s)\n", r.Kernel.Release, r.ZFS.Dialect, r.ZFS.Version)
-	for _, t := range r.Tiers {
-		if t.Available {
-			fmt.Fprintf(&b, "  tier %-10s available\n", t.Name)
-		} else {
-			fmt.Fprintf(&b, "  tier %-10s refused: %s\n", t.Name, firstLine(t.Reason, 90))
-		}
-	}
-	var have, lack []string
-	for f, ok := range r.ZFS.Features {
-		if ok {
-			have = append(have, f)
-		} else {
-			lack = append(lack, f)
-		}
-	}
-	fmt.Fprintf(&b, "  zfs features present: %s; absent: %s\n", strings.Join(slices.Sorted(slices.Values(have)), ", "), strings.Join(slices.Sorted(slices.Values(lack)), ", "))
-	return b.String(), nil
-}
-
-func firstLine(s string, max int) string {
-	s, _, _ = strings.Cut(s, "\n")
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return s
-}
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
 }
