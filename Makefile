@@ -69,15 +69,10 @@ lint: ## gofmt, go vet and staticcheck (run through go tool: nothing global)
 vm-images: setup ## build (or reuse) the qemu guest images: Debian 6.1 kernel + OpenZFS 2.3 + flocker
 	test/vm/build-images.sh
 
-# make demo VM=1: the narrated demo is not built for the OpenZFS guests yet;
-# it runs the VM tier's failover scenario instead and says so.
-demo: setup build $(if $(filter 1,$(VM)),vm-images) ## the main job: two flocker hosts on this machine (root); VM=1: the VM failover scenario instead
+# make demo VM=1: the same story on two qemu guests with OpenZFS (vm-images).
+demo: setup build $(if $(filter 1,$(VM)),vm-images) ## the main job: two flocker hosts on this machine (root); VM=1: on two OpenZFS guests
 ifeq ($(VM),1)
-	@echo "make demo VM=1: the narrated demo on OpenZFS guests is not built yet. Running instead the VM tier's"
-	@echo "failover scenario (test/vm/failover_test.go): two qemu guests with OpenZFS, a replicates to b, loses"
-	@echo "power and writes alone; b takes over the floating address and serves; a returns as slave with its"
-	@echo "write in a stash. Its output is the test's log (a few minutes on a busy machine)."
-	CI=true $(GO) test -count=1 -v -timeout 20m -run '^TestFailover$$' ./test/vm/
+	$(GO) run ./test/demo -vm
 else
 	$(GO) run ./test/demo -flocker $(BIN)
 endif
