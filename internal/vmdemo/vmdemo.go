@@ -86,9 +86,9 @@ const script = `set -eu
 modprobe zfs
 mkdir -p /etc/flocker /var/log
 : >/var/log/flocker-agent.log
-# The agent's log also goes to the console, which outlives the network.
+# The agent's log also goes to the console, which outlives the network:
+# Run prints the console's end when the story fails.
 tail -F /var/log/flocker-agent.log 2>/dev/null | sed 's/^/agent: /' >/dev/console &
-while sleep 5; do echo "addr: $(ip -o -4 addr show dev eth0 | awk '{print $4}' | tr '\n' ' ')" >/dev/console; done &
 exec /share/guestexec -listen "${FLOCKER_VM_IP%/*}:9200"
 `
 
