@@ -96,23 +96,30 @@ func (g *guest) pingWithin(ctx context.Context, d time.Duration) bool {
 
 // run runs a sh script in the guest and returns its output and exit code.
 func (g *guest) run(ctx context.Context, script string) (string, int, error) {
+	out, code, _, err := g.runTimed(ctx, script)
+	return out, code, err
+}
+
+// runTimed is run that also returns the script's run time in the guest.
+func (g *guest) runTimed(ctx context.Context, script string) (string, int, time.Duration, error) {
 	resp, err := g.post(ctx, "/run", url.Values{"timeout": {"2m"}}, script)
 	if err != nil {
-		return "", 0, fmt.Errorf("guest %s: %w", g.name, err)
+		return "", 0, 0, fmt.Errorf("guest %s: %w", g.name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return "", 0, fmt.Errorf("guest %s: run: %s: %s", g.name, resp.Status, bytes.TrimSpace(b))
+		return "", 0, 0, fmt.Errorf("guest %s: run: %s: %s", g.name, resp.Status, bytes.TrimSpace(b))
 	}
 	var res struct {
-		Output string
-		Code   int
+		Output    string
+		Code      int
+		ElapsedNS int64 `json:"elapsed_ns"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return "", 0, fmt.Errorf("guest %s: run: %w", g.name, err)
+		return "", 0, 0, fmt.Errorf("guest %s: run: %w", g.name, err)
 	}
-	return res.Output, res.Code, nil
+	return res.Output, res.Code, time.Duration(res.ElapsedNS), nil
 }
 
 // sh is run where anything but exit 0 is an error.

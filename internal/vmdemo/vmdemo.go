@@ -15,9 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,7 +22,6 @@ import (
 
 	"github.com/flockerha/flocker/internal/agentpair"
 	"github.com/flockerha/flocker/internal/demotext"
-	"github.com/flockerha/flocker/internal/logging"
 	"github.com/flockerha/flocker/internal/vmtest"
 )
 
@@ -95,10 +91,6 @@ exec /share/guestexec -listen "${FLOCKER_VM_IP%/*}:9200"
 // Run tells the story on w and returns what it measured. It removes
 // everything it made (guests, taps, namespaces) before it returns.
 func Run(ctx context.Context, w io.Writer, opts Options) (sum Summary, err error) {
-	log := opts.Log
-	if log == nil {
-		log = logging.Discard()
-	}
 	out := &syncWriter{w: w}
 	start := time.Now()
 	step := func(format string, args ...any) {
@@ -114,108 +106,18 @@ func Run(ctx context.Context, w io.Writer, opts Options) (sum Summary, err error
 		}
 	}()
 
-	work, err := os.MkdirTemp("", "flocker-vmdemo-")
-	if err != nil {
-		return sum, err
-	}
-	closers = append(closers, func() error { return os.RemoveAll(work) })
-	gx := opts.GuestExec
-	if gx == "" {
-		gx = filepath.Join(work, "guestexec")
-		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", gx, "github.com/flockerha/flocker/internal/vmdemo/guestexec")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := build.CombinedOutput(); err != nil {
-			return sum, fmt.Errorf("building guestexec: %w: %s", err, b)
-		}
-	}
-	gxBin, err := os.ReadFile(gx)
-	if err != nil {
-		return sum, err
-	}
-
 	step("the network: a switch (a bridge in a namespace of its own, the witness address %s on it),", "192.0.2.254")
 	fmt.Fprintln(out, "  client C in a namespace cabled to it, and one tap device per guest plugged into it")
-	seg, err := newSegment(ctx, log)
+	step("two qemu guests boot (software emulation): Debian's kernel %s, OpenZFS %s, this checkout's flocker", opts.Images.KernelRelease, opts.Images.ZFSVersion)
+	cl, err := Boot(ctx, opts, out)
 	if err != nil {
 		return sum, err
 	}
-	closers = append(closers, seg.Close)
-	a := newGuest(seg, "a", "alpha", "192.0.2.11", "tank", "master")
-	b := newGuest(seg, "b", "beta", "192.0.2.12", "backup", "slave")
+	closers = append(closers, func() error { return cl.Close(err != nil) })
+	seg, a, b := cl.seg, cl.A, cl.B
 	guests := []*guest{a, b}
-	var vmGuests []vmtest.Guest
-	for _, g := range guests {
-		tap, err := seg.addTap(g.name)
-		if err != nil {
-			return sum, err
-		}
-		vmGuests = append(vmGuests, vmtest.Guest{Name: g.name, IP: g.ip + "/24", TAP: tap,
-			Disks: []vmtest.Disk{{Serial: "pool0", Size: 1 << 30}}})
-	}
+	sum.Boot = cl.BootTime
 	fmt.Fprintf(out, "  C is %v; guests a (%s) and b (%s); the floating address is %v\n", seg.net.C.IPv4.Addr(), a.ip, b.ip, vip.Addr())
-
-	step("two qemu guests boot (software emulation): Debian's kernel %s, OpenZFS %s, this checkout's flocker", opts.Images.KernelRelease, opts.Images.ZFSVersion)
-	frozen := false // a guest stopped answering at the end
-	vctx, stopVMs := context.WithCancel(ctx)
-	vmEnded := make(chan struct{})
-	var (
-		vmRes *vmtest.Result
-		vmErr error
-	)
-	go func() {
-		defer close(vmEnded)
-		vmRes, vmErr = vmtest.Run(vctx, vmtest.Spec{
-			Images:  opts.Images,
-			Guests:  vmGuests,
-			Script:  script,
-			Files:   map[string][]byte{"guestexec": gxBin},
-			Timeout: 15 * time.Minute,
-			WorkDir: filepath.Join(work, "vm"),
-			Log:     log,
-			NoRetry: true,
-		})
-	}()
-	closers = append(closers, func() error {
-		// Normally both guests were told to exit; a frozen one (or any,
-		// after a failure) is killed.
-		defer stopVMs()
-		killed := false
-		wait := time.Minute
-		if frozen || err != nil {
-			wait = 10 * time.Second
-		}
-		select {
-		case <-vmEnded:
-		case <-time.After(wait):
-			stopVMs()
-			<-vmEnded
-			killed = true
-		}
-		if (err != nil || frozen) && vmRes != nil { // what the guests' consoles say
-			for _, r := range vmRes.Guests {
-				fmt.Fprintf(out, "\nconsole of guest %s (end):\n%s\n", r.Name, tail(r.Console, 60))
-			}
-		}
-		switch {
-		case frozen && killed:
-			return nil // reported above
-		case vmErr != nil:
-			return vmErr
-		case killed:
-			return errors.New("the guests did not power off within a minute of the end: killed")
-		}
-		if err := vmRes.Err(); err != nil && ctx.Err() == nil {
-			return err
-		}
-		return nil
-	})
-	bootStart := time.Now()
-	for _, g := range guests {
-		if err := waitUp(ctx, g, vmEnded, 5*time.Minute); err != nil {
-			return sum, err
-		}
-	}
-	sum.Boot = time.Since(bootStart)
 	for _, g := range guests {
 		res, err := g.sh(ctx, "uname -r; zfs version | head -1")
 		if err != nil {
@@ -224,41 +126,6 @@ func Run(ctx context.Context, w io.Writer, opts Options) (sum Summary, err error
 		fmt.Fprintf(out, "  %s answers: %s\n", g.name, strings.ReplaceAll(strings.TrimSpace(res), "\n", ", "))
 	}
 	fmt.Fprintf(out, "  both guests up and ZFS loaded %v after qemu started\n", sum.Boot.Round(100*time.Millisecond))
-	// From here on the agents must be stopped before the guests go.
-	closers = append(closers, func() error {
-		select {
-		case <-vmEnded: // nothing left to stop
-			return nil
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-		defer cancel()
-		var errs []error
-		for _, g := range guests {
-			// A guest that no longer answers at all is reported, not
-			// waited for: it is powered off with the other below.
-			if !g.pingWithin(ctx, 20*time.Second) {
-				fmt.Fprintf(out, "\n  guest %s does not answer at the end (frozen): it is powered off without stopping its agent\n", g.name)
-				frozen = true
-				continue
-			}
-			if err := stopAgent(ctx, g); err != nil {
-				errs = append(errs, err)
-			}
-			if err := g.exit(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("guest %s: exit: %w", g.name, err))
-			}
-		}
-		stopErr := errors.Join(errs...)
-		if stopErr != nil || err != nil { // the agents' own words say why
-			for _, g := range guests {
-				if recs, lerr := g.agentLog(ctx); lerr == nil {
-					fmt.Fprintf(out, "\nlast log records of %s:\n%s\n", g.node, tailRecords(recs, 30))
-				}
-			}
-		}
-		return stopErr
-	})
 
 	step("a makes pool tank and dataset tank/app, b makes pool backup (a whole virtio disk each); each host")
 	fmt.Fprintln(out, "  is configured with flocker init, then flocker trust with the other's fingerprint")
@@ -480,7 +347,7 @@ printf '%%s' '%[2]s' >%[1]s/%[3]s`, a.mountpoint, servedBefore, servedFile)); er
 	if err := seg.setCable(a.name, true); err != nil {
 		return sum, err
 	}
-	if err := waitUp(ctx, a, vmEnded, time.Minute); err != nil {
+	if err := waitUp(ctx, a, cl.vmEnded, time.Minute); err != nil {
 		return sum, err
 	}
 	if err := a.write(ctx, a.mountpoint+"/"+offlineFile, offlineContent); err != nil {

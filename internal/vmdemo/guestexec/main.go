@@ -44,6 +44,9 @@ func main() {
 type RunResult struct {
 	Output string `json:"output"`
 	Code   int    `json:"code"`
+	// ElapsedNS is the script's run time measured in the guest, without
+	// the request's trip.
+	ElapsedNS int64 `json:"elapsed_ns"`
 }
 
 func handler(stop func()) http.Handler {
@@ -67,8 +70,9 @@ func handler(stop func()) http.Handler {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "sh", "-c", script)
 		cmd.WaitDelay = time.Second
+		start := time.Now()
 		out, err := cmd.CombinedOutput()
-		res := RunResult{Output: string(out)}
+		res := RunResult{Output: string(out), ElapsedNS: int64(time.Since(start))}
 		var exit *exec.ExitError
 		switch {
 		case errors.As(err, &exit):

@@ -31,7 +31,7 @@ func TestHandler(t *testing.T) {
 	if err := json.NewDecoder(post("/run", nil, "echo out; echo err >&2; exit 3").Body).Decode(&res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Code != 3 || res.Output != "out\nerr\n" {
+	if res.Code != 3 || res.Output != "out\nerr\n" || res.ElapsedNS <= 0 {
 		t.Errorf("run: %+v", res)
 	}
 	if resp := post("/run", url.Values{"timeout": {"-1s"}}, "true"); resp.StatusCode != http.StatusBadRequest {
