@@ -78,9 +78,13 @@ else
 endif
 
 BENCH_ARGS ?=
-bench: setup build ## flocker bench on the two-host rig (BENCH_ARGS=--quick), then the Go benchmarks
+bench: setup build $(if $(filter 1,$(VM)),vm-images) ## flocker bench on the two-host rig (BENCH_ARGS=--quick), then the Go benchmarks; VM=1: the VM tier
+ifeq ($(VM),1)
+	$(BIN) bench --scenario vm $(BENCH_ARGS)
+else
 	$(BIN) bench $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+endif
 
 install: build ## install the binary, the systemd unit and the README (PREFIX, DESTDIR)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/flocker

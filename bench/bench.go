@@ -39,6 +39,9 @@ type Scenario struct {
 	Name, Summary string
 	Order         int
 	Run           func(ctx context.Context, e *Env) ([]Row, error)
+	// VM scenarios boot the VM tier's guests: they run only when named
+	// (make bench VM=1), not in the default run.
+	VM bool
 }
 
 var scenarios []Scenario
@@ -120,7 +123,7 @@ func CheckScenarios(names []string) error {
 
 func selectScenarios(names []string) ([]Scenario, error) {
 	if len(names) == 0 {
-		return Scenarios(), nil
+		return slices.DeleteFunc(Scenarios(), func(s Scenario) bool { return s.VM }), nil
 	}
 	var out []Scenario
 	for _, s := range scenarios {

@@ -42,7 +42,7 @@ func Boot(ctx context.Context, opts Options, out io.Writer) (_ *Cluster, err err
 	if log == nil {
 		log = logging.Discard()
 	}
-	c := &Cluster{out: out, vmEnded: make(chan struct{})}
+	c := &Cluster{out: out}
 	if c.work, err = os.MkdirTemp("", "flocker-vmdemo-"); err != nil {
 		return nil, err
 	}
@@ -78,32 +78,62 @@ func Boot(ctx context.Context, opts Options, out io.Writer) (_ *Cluster, err err
 		vmGuests = append(vmGuests, vmtest.Guest{Name: g.name, IP: g.ip + "/24", TAP: tap,
 			Disks: []vmtest.Disk{{Serial: "pool0", Size: 1 << 30}}})
 	}
-	var vctx context.Context
-	vctx, c.stopVMs = context.WithCancel(ctx)
-	go func() {
-		defer close(c.vmEnded)
-		c.vmRes, c.vmErr = vmtest.Run(vctx, vmtest.Spec{
-			Images:  opts.Images,
-			Guests:  vmGuests,
-			Script:  script,
-			Files:   map[string][]byte{"guestexec": gxBin},
-			Timeout: 30 * time.Minute,
-			WorkDir: filepath.Join(c.work, "vm"),
-			Log:     log,
-			NoRetry: true,
-		})
-	}()
+	spec := vmtest.Spec{
+		Images:  opts.Images,
+		Guests:  vmGuests,
+		Script:  script,
+		Files:   map[string][]byte{"guestexec": gxBin},
+		Timeout: 30 * time.Minute,
+		WorkDir: filepath.Join(c.work, "vm"),
+		Log:     log,
+		NoRetry: true,
+	}
 	start := time.Now()
-	for _, g := range c.guests() {
-		if err := waitUp(ctx, g, c.vmEnded, 5*time.Minute); err != nil {
+	for attempt := 1; ; attempt++ {
+		c.start(ctx, spec)
+		err := c.waitUp(ctx)
+		if err == nil {
+			break
+		}
+		select {
+		case <-c.vmEnded:
+		default:
+			return nil, err // up but silent: no second try
+		}
+		if attempt == 2 || ctx.Err() != nil {
 			return nil, err
 		}
+		// A guest died while booting (a TCG guest on a loaded host, now
+		// and then): nothing was done in it yet, so boot both again.
+		fmt.Fprintf(out, "  a guest died while booting (%v); booting both again\n", c.vmErr)
 	}
 	c.BootTime = time.Since(start)
 	return c, nil
 }
 
 func (c *Cluster) guests() []*guest { return []*guest{c.A, c.B} }
+
+// start boots the guests in the background; vmEnded closes when they are
+// gone.
+func (c *Cluster) start(ctx context.Context, spec vmtest.Spec) {
+	vctx, stop := context.WithCancel(ctx)
+	ended := make(chan struct{})
+	c.stopVMs, c.vmEnded, c.vmRes, c.vmErr = stop, ended, nil, nil
+	go func() {
+		defer close(ended)
+		res, err := vmtest.Run(vctx, spec)
+		c.vmRes, c.vmErr = res, err
+	}()
+}
+
+func (c *Cluster) waitUp(ctx context.Context) error {
+	for _, g := range c.guests() {
+		if err := waitUp(ctx, g, c.vmEnded, 5*time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Close stops both agents (SIGTERM, waited for), tells the guests to
 // exit, waits for them to power off and removes the segment. After a

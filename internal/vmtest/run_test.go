@@ -127,7 +127,7 @@ func TestArgs(t *testing.T) {
 		"-smp 2 -m 512",
 		"-serial file:/w/b/console.log -serial file:/w/b/exit-report",
 		"-kernel /img/vmlinuz -initrd /img/initrd",
-		"-append console=ttyS0 panic=-1 loglevel=4 flocker.name=b flocker.nonce=n0 flocker.ip=192.0.2.12/24 ",
+		"-append console=ttyS0 panic=-1 loglevel=4 no_timer_check flocker.name=b flocker.nonce=n0 flocker.ip=192.0.2.12/24 ",
 		"file=/w/share.img,if=none,id=share,format=raw,readonly=on -device virtio-blk-pci,drive=share,serial=share",
 		"file=/w/b/disk-pool0.img,if=none,id=disk0,format=raw,cache=unsafe,discard=unmap -device virtio-blk-pci,drive=disk0,serial=pool0",
 		"file=/w/b/out.img,if=none,id=out,format=raw -device virtio-blk-pci,drive=out,serial=out",

@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/internal/vmdemo"
+	"github.com/flockerha/flocker/internal/vmtest"
+)
+
+func init() {
+	register(Scenario{Name: "vm", Order: 95, VM: true, Run: runVM,
+		Summary: "the VM tier (make bench VM=1): floor and lag per tier (fentry, kprobe, tracepoint, fanotify) on two OpenZFS guests"})
+}
+
+// vmNote is on every row of the VM tier.
+const vmNote = "tier vm: OpenZFS 2.3 on Debian's 6.1 kernel in qemu software emulation (TCG), two guests on one bridge"
+
+// vmModes are the trigger modes measured in the guests, where every
+// eBPF tier loads.
+var vmModes = []string{config.NotifyFentry, config.NotifyKprobe, config.NotifyTracepoint, config.NotifyFanotify}
+
+// runVM boots the VM demo's two guests and measures, inside them, the
+// floor (snapshot and incremental send|recv on a's pool, timed in the
+// guest) and the write-to-replica lag of each trigger mode: the agents
+// run with [notify] mode forced, a write lands on a through guestexec
+// and b's guestexec reports the file; both ends are timed here.
+func runVM(ctx context.Context, e *Env) ([]Row, error) {
+	img, err := vmtest.FindImages()
+	if err != nil {
+		return []Row{{Case: "-", Metric: "-", Status: StatusUnavailable, Note: oneLine(err.Error())}}, nil
+	}
+	e.progress("vm: booting two guests (%s, OpenZFS %s)", img.KernelRelease, img.ZFSVersion)
+	c, err := vmdemo.Boot(ctx, vmdemo.Options{Images: img, Log: e.log}, progressWriter{e})
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	failed := true
+	defer func() {
+		if cerr := c.Close(failed); cerr != nil {
+			e.log.Warn("vm tier teardown", "err", cerr)
+		}
+	}()
+	rows = append(rows, value("", "boot", "boot to ZFS loaded", "s", c.BootTime.Seconds()))
+	if err := c.Configure(ctx, map[string][]string{
+		// Emulated guests on a busy machine stall now and then: no
+		// failover business here, only replication.
+		"failover": {"heartbeat", "500ms", "timeout", "8s"},
+	}); err != nil {
+		return rows, err
+	}
+	floor, err := vmFloor(ctx, e, c.A)
+	if err != nil {
+		return rows, err
+	}
+	fr := dist("", "floor", "floor", "ms", floor)
+	fr.Note = vmNote + "; in guest a: zfs snapshot + incremental send|recv into a second dataset, timed in the guest"
+	rows = append(rows, fr)
+	floorP50 := Summarize(floor).P50
+	n := pick(e, 10, 4)
+	for _, mode := range vmModes {
+		r, err := vmLag(ctx, e, c, mode, n)
+		if err != nil {
+			rows = append(rows, Row{Case: mode, Metric: "write-to-replica lag", Unit: "ms", Status: StatusFailed, Note: oneLine(err.Error())})
+			continue
+		}
+		againstFloor(&r, floorP50)
+		rows = append(rows, r)
+	}
+	failed = false
+	return rows, nil
+}
+
+// vmFloor times, in guest a, a snapshot and an incremental send|recv of
+// a 64-byte write into another dataset of the same pool.
+func vmFloor(ctx context.Context, e *Env, a *vmdemo.Guest) ([]float64, error) {
+	pool := a.Pool()
+	if _, err := a.Sh(ctx, fmt.Sprintf("zfs create %[1]s/floor && echo 0 >/%[1]s/floor/append.log && zfs snapshot %[1]s/floor@f0 && zfs send %[1]s/floor@f0 | zfs receive %[1]s/floorcopy && zfs set readonly=on %[1]s/floorcopy", pool)); err != nil {
+		return nil, err
+	}
+	var out []float64
+	for i := 1; i <= pick(e, 20, 5); i++ {
+		if err := a.Write(ctx, fmt.Sprintf("/%s/floor/append.log", pool), fmt.Sprintf("%064d", i)); err != nil {
+			return nil, err
+		}
+		_, took, err := a.ShTimed(ctx, fmt.Sprintf("zfs snapshot %[1]s/floor@f%[2]d && zfs send -i @f%[3]d %[1]s/floor@f%[2]d | zfs receive %[1]s/floorcopy", pool, i, i-1))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, float64(took)/float64(time.Millisecond))
+	}
+	return out, nil
+}
+
+// vmLag restarts both agents with [notify] mode forced and measures n
+// writes on alpha until they are visible on beta's replica.
+func vmLag(ctx context.Context, e *Env, c *vmdemo.Cluster, mode string, n int) (Row, error) {
+	e.progress("vm: lag with [notify] mode = %s", mode)
+	a, b := c.A, c.B
+	for _, g := range []*vmdemo.Guest{a, b} {
+		if err := g.StopAgent(ctx); err != nil {
+			return Row{}, err
+		}
+		if err := g.SetKeys(ctx, "notify", "mode", mode); err != nil {
+			return Row{}, err
+		}
+	}
+	from := 0
+	if recs, err := a.AgentLog(ctx); err == nil {
+		from = len(recs)
+	}
+	for _, g := range []*vmdemo.Guest{b, a} {
+		if err := g.StartAgent(ctx); err != nil {
+			return Row{}, err
+		}
+	}
+	// The tier alpha watches with, and the first transfer after the start.
+	deadline := time.Now().Add(3 * time.Minute)
+	tier := ""
+	for tier == "" {
+		recs, err := a.AgentLog(ctx)
+		if err != nil {
+			return Row{}, err
+		}
+		for _, r := range recs[min(from, len(recs)):] {
+			if r.Msg() == "watching" {
+				tier = r.Str("tier")
+			}
+		}
+		if time.Now().After(deadline) {
+			return Row{}, fmt.Errorf("alpha did not start watching with %s within 3 min", mode)
+		}
+		if tier == "" {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if tier != mode {
+		return Row{Case: mode, Metric: "write-to-replica lag", Status: StatusUnavailable,
+			Note: fmt.Sprintf("%s; the agent watches with %s instead", vmNote, tier)}, nil
+	}
+	// A first write, not counted, waits out the first transfer after the
+	// start (a full send the first time).
+	warm := a.Mountpoint() + "/warm-" + mode + ".txt"
+	if err := a.Write(ctx, warm, mode+"\n"); err != nil {
+		return Row{}, err
+	}
+	if err := b.Wait(ctx, b.Mountpoint()+"/warm-"+mode+".txt", mode+"\n", 3*time.Minute); err != nil {
+		return Row{}, err
+	}
+	var lags []float64
+	for i := range n {
+		name := fmt.Sprintf("lag-%s-%d.txt", mode, i)
+		content := fmt.Sprintf("%s %d %s\n", mode, i, time.Now().Format(time.RFC3339Nano))
+		seen := make(chan error, 1)
+		var seenAt time.Time
+		go func() {
+			err := b.Wait(ctx, b.Mountpoint()+"/"+name, content, 2*time.Minute)
+			seenAt = time.Now()
+			seen <- err
+		}()
+		if err := a.Write(ctx, a.Mountpoint()+"/"+name, content); err != nil {
+			return Row{}, err
+		}
+		wrote := time.Now()
+		if err := <-seen; err != nil {
+			return Row{}, err
+		}
+		lags = append(lags, float64(seenAt.Sub(wrote))/float64(time.Millisecond))
+		time.Sleep(300 * time.Millisecond)
+	}
+	r := dist("", mode, "write-to-replica lag", "ms", lags)
+	r.Note = vmNote + "; from write() on a returning (guestexec) to b's guestexec seeing the file, both timed on this machine"
+	return r, nil
+}
+
+// progressWriter turns the VM cluster's notes into progress lines.
+type progressWriter struct{ e *Env }
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	p.e.progress("vm: %s", oneLine(string(b)))
+	return len(b), nil
+}
