@@ -69,6 +69,13 @@ const (
 	// costs a zfs exec per cycle, while the default policy loses nothing
 	// by waiting a few seconds (it keeps every snapshot of the last minute).
 	pruneEvery = 10 * time.Second
+	// holdTrail is how long the master's hold may trail the replication
+	// base while transfers follow each other (it moves at once when
+	// replication is idle). Meanwhile the base itself is kept by both
+	// sides' retention (neither prunes the newest common snapshot) and the
+	// hold stays on an earlier one; moving it per transfer would add two
+	// zfs runs to every cycle.
+	holdTrail = 10 * time.Second
 	// resumeKeep bounds how long after a start the master keeps every
 	// snapshot newer than its base while the peer has not reported yet (see
 	// master.mayResume).

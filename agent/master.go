@@ -80,7 +80,8 @@ type master struct {
 	peerKnown bool
 	peerToken string
 
-	held []string // snapshots carrying holdTag (normally just the base)
+	held   []string  // snapshots carrying holdTag (normally just the base)
+	holdAt time.Time // when the hold last moved (see holdTrail)
 	// startedAt and peerSeen: until the peer's first list after a start
 	// (or resumeKeep), nothing newer than the held base is pruned; an
 	// interrupted transfer before the restart carried one of them, and the
@@ -355,11 +356,17 @@ func (m *master) wireList() []snapshot.Snapshot {
 
 // step does whatever is due at now and returns when it next needs to run
 // without an event (zero: only an event can make anything due).
+//
+// The order keeps zfs runs off the replication path: a snapshot that
+// waited for the last transfer goes out before the loop spends a zfs run
+// on the next snapshot, and the hold moves when replication is idle (or
+// every holdTrail), never between the peer's list and its ack.
 func (m *master) step(ctx context.Context, now time.Time) time.Time {
 	var wake time.Time
 	// First: a handoff waits on it with its service stopped, and the
 	// hold moves below cost a zfs command each.
 	m.answerSyncs(now)
+	wake = earliest(wake, m.startDue(ctx, now))
 	if m.frozen {
 		// No snapshots: the peer takes over from the final one.
 	} else if now.Before(m.snapRetry) {
@@ -371,20 +378,15 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 			if !m.snapRetry.IsZero() && now.Before(m.snapRetry) {
 				wake = earliest(wake, m.snapRetry)
 			}
+			wake = earliest(wake, m.startDue(ctx, now))
 		}
 		wake = earliest(wake, at)
 	}
-	if m.peerKnown {
-		m.syncHold(ctx)
-	}
-	if m.xfer == nil {
-		switch settled := m.connAt.Add(connSettle); {
-		case now.Before(m.retryAt):
-			wake = earliest(wake, m.retryAt)
-		case m.conn != nil && now.Before(settled):
-			wake = earliest(wake, settled)
-		default:
-			m.maybeStart(ctx, now)
+	if m.peerKnown && !m.ackDue() {
+		if due := m.holdAt.Add(holdTrail); m.xfer == nil || !now.Before(due) {
+			m.syncHold(ctx, now)
+		} else {
+			wake = earliest(wake, due)
 		}
 	}
 	if x := m.xfer; x != nil && !x.failed {
@@ -411,6 +413,31 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 	}
 	m.publish(now)
 	return wake
+}
+
+// startDue starts the next transfer when none is in flight and nothing
+// holds it back, and returns when to look again (zero: on an event).
+func (m *master) startDue(ctx context.Context, now time.Time) time.Time {
+	if m.xfer != nil {
+		return time.Time{}
+	}
+	switch settled := m.connAt.Add(connSettle); {
+	case now.Before(m.retryAt):
+		return m.retryAt
+	case m.conn != nil && now.Before(settled):
+		return settled
+	}
+	m.maybeStart(ctx, now)
+	return time.Time{}
+}
+
+// ackDue reports that the peer's list holds the transfer in flight, so
+// its ack comes next (the peer sends its list just before the ack):
+// moving the hold now would delay the next transfer by two zfs runs.
+func (m *master) ackDue() bool {
+	x := m.xfer
+	return x != nil && !x.failed && !x.acked &&
+		slices.ContainsFunc(m.peer, func(s snapshot.Snapshot) bool { return s.GUID == x.target.GUID })
 }
 
 // answerSyncs tells the waiting handoffs that the peer holds the snapshot
@@ -502,8 +529,10 @@ func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 }
 
 // syncHold moves our hold to the replication base once the peer's list is
-// known: the newest snapshot both sides hold.
-func (m *master) syncHold(ctx context.Context) {
+// known: the newest snapshot both sides hold. While transfers follow each
+// other it moves at most every holdTrail (step), not per transfer: two zfs
+// runs per cycle would slow every cycle.
+func (m *master) syncHold(ctx context.Context, now time.Time) {
 	if !m.cfg.features.Holds {
 		return
 	}
@@ -518,6 +547,7 @@ func (m *master) syncHold(ctx context.Context) {
 	if len(m.held) == 1 && m.held[0] == base.Local {
 		return
 	}
+	m.holdAt = now
 	m.moveHold(ctx, base.Local)
 }
 

@@ -336,6 +336,11 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 		return
 	}
 	s.exists, s.token = true, ""
+	// The replica holds the snapshot from the moment zfs receive exits:
+	// that is when it is received, before it is read back and acked.
+	s.st.Snapshots.Transfers++
+	s.st.Snapshots.BytesReceived += uint64(max(ev.n, 0))
+	s.log.Info("received", "id", r.hdr.ID, "target", r.hdr.Target, "guid", r.hdr.TargetGUID, "bytes", ev.n, "took", took.Round(time.Microsecond))
 	var got []snapshot.Snapshot
 	var err error
 	if r.hdr.Target != "" && !r.hdr.Resume {
@@ -371,13 +376,8 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 			}
 		}
 	}
-	s.st.Snapshots.Transfers++
-	s.st.Snapshots.BytesReceived += uint64(max(ev.n, 0))
-	s.log.Info("received", "id", r.hdr.ID, "target", r.hdr.Target, "guid", r.hdr.TargetGUID, "bytes", ev.n, "took", took.Round(time.Microsecond))
+	// Pruning waits until after the ack (step), off the replication path.
 	s.pruneDue = true
-	if !now.Before(s.lastPrun.Add(pruneEvery)) {
-		s.prune(ctx, now)
-	}
 	if s.cfg.zfsFuse && r.hdr.BaseGUID != 0 {
 		// Before the ack: once the master hears of it, the replica reads
 		// the received data.
