@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // CLI runs the zfs and zpool command-line tools: never through a shell, with
@@ -197,6 +199,7 @@ func (c *CLI) stream(ctx context.Context, args []string, in io.Reader, out io.Wr
 	if err != nil {
 		return streamResult{cmdErr: &CmdError{Path: c.zfs, Args: args, ExitCode: -1, Err: err}}
 	}
+	growPipe(pw)
 	cmd := exec.Command(c.zfs, args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	stderr := &cappedBuffer{limit: maxStderr}
@@ -399,4 +402,21 @@ func (b *cappedBuffer) String() string {
 		return fmt.Sprintf("%s\n[%d more bytes of stderr dropped]", b.buf.String(), b.dropped)
 	}
 	return b.buf.String()
+}
+
+// streamPipeSize is the pipe between zfs and the caller: 1 MiB (the
+// default pipe-max-size) rather than 64 KiB, so that zfs send keeps
+// reading while the network is busy with what it wrote, and zfs receive's
+// pauses (a transaction group syncing) do not stall the network at once.
+const streamPipeSize = 1 << 20
+
+// growPipe enlarges the pipe; where the kernel refuses, the default stays.
+func growPipe(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, streamPipeSize)
+	})
 }
