@@ -387,17 +387,15 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, ReceivedGUID: r.hdr.TargetGUID})
 }
 
-// Remounting the zfs-fuse replica (see remount).
-const (
-	// remountWait bounds one attempt: zfs-fuse calls a file system busy
-	// for a moment after its last file closed, and the adapter retries
-	// that; a replica that stays in use is left mounted as it is.
-	remountWait = time.Second
-	// remountBackoff spaces attempts while the replica is in use, so that
-	// an operator's open file costs receives at most remountWait per
-	// remountBackoff.
-	remountBackoff = 10 * time.Second
-)
+// remountBackoff spaces remount attempts while the zfs-fuse replica is in
+// use: an unmount refused as busy is retried by the adapter for a few
+// seconds (zfs-fuse calls a file system busy for a moment after its last
+// file closed), and an operator's open file must not cost that on every
+// receive. The unmount itself is never cut short: a `zfs unmount` killed
+// on a loaded host (it was bounded at 1 s) left its umount child hanging
+// on the FUSE mount (seen with 50 datasets; the zfs-fuse daemon died soon
+// after), which is the hazard of cutting a zfs-fuse unmount short.
+const remountBackoff = 10 * time.Second
 
 // remount unmounts and mounts the replica after an incremental receive on
 // zfs-fuse, which otherwise keeps answering "no such file" for every name
@@ -409,9 +407,7 @@ func (s *slave) remount(ctx context.Context, now time.Time) {
 	if now.Before(s.remountRetry) {
 		return
 	}
-	uctx, cancel := context.WithTimeout(ctx, remountWait)
-	err := s.z.Unmount(uctx, s.cfg.zfs)
-	cancel()
+	err := s.z.Unmount(ctx, s.cfg.zfs)
 	if err != nil {
 		// A refused (or cut short) unmount may still have happened.
 		if _, mounted, merr := s.z.Mountpoint(ctx, s.cfg.zfs); merr != nil || mounted {
