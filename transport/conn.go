@@ -159,6 +159,20 @@ func (c *Conn) writeControl(ctx context.Context, frame []byte) error {
 	if err == nil {
 		return nil
 	}
+	if n > 0 && n < len(frame) && ctx.Err() != nil {
+		// Half a frame is on the stream, and nothing after it could be
+		// parsed: the caller's deadline is too short a reason to lose the
+		// connection (a heartbeat too big for a datagram, behind a
+		// snapshot list, on a busy host), so the rest still goes out.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), controlFinishGrace)
+		m, ferr := writeCtx(fctx, c.ctrl, frame[n:])
+		cancel()
+		if ferr == nil {
+			return nil
+		}
+		n += m
+		err = ferr
+	}
 	if n > 0 {
 		// Half a frame is on the stream: nothing after it could be parsed.
 		c.closeQUIC(CloseProtocolError, "control frame cut short by a local timeout")
@@ -168,6 +182,11 @@ func (c *Conn) writeControl(ctx context.Context, frame []byte) error {
 	}
 	return fmt.Errorf("writing control frame: %w", mapErr(err))
 }
+
+// controlFinishGrace bounds finishing a control frame whose write was cut
+// short by its caller's context: a peer that does not read its control
+// stream for this long is stuck, and the connection is closed.
+const controlFinishGrace = 10 * time.Second
 
 // deadlineWriter is the part of a QUIC stream writeCtx needs.
 type deadlineWriter interface {
