@@ -59,6 +59,7 @@ type Agent struct {
 	log  *slog.Logger
 
 	ids     atomic.Uint64
+	sends   sendSlots // shared by every master loop
 	tier    NotifierStatus
 	runners map[string]*runner // by logical name; fixed after New
 	order   []*runner          // config order
@@ -120,6 +121,7 @@ func New(opts Options) (*Agent, error) {
 		peer:    PeerStatus{Name: c.Peer.Name},
 		role:    c.State.Role,
 		epoch:   c.State.Epoch,
+		sends:   make(sendSlots, maxConcurrentSends),
 	}
 	a.tier = NotifierStatus{} // a Watcher gives each dataset its own in startMaster
 	if opts.Notifier != nil {

@@ -62,6 +62,7 @@ type master struct {
 	board  *board
 	events chan any
 	ids    *atomic.Uint64
+	sends  sendSlots // nil: no limit
 	tier   NotifierStatus
 
 	local     []snapshot.Snapshot // oldest first, kept in memory
@@ -132,8 +133,9 @@ type outgoing struct {
 	finalSize int64
 }
 
-func newMaster(cfg datasetConfig, z masterZFS, tier NotifierStatus, ids *atomic.Uint64, log *slog.Logger) *master {
+func newMaster(cfg datasetConfig, z masterZFS, tier NotifierStatus, ids *atomic.Uint64, sends sendSlots, log *slog.Logger) *master {
 	return &master{
+		sends:  sends,
 		cfg:    cfg,
 		z:      z,
 		log:    log.With("dataset", cfg.name, "zfs", cfg.zfs, "role", "master"),
@@ -766,6 +768,13 @@ func (m *master) send(ctx context.Context, x *outgoing) (int64, error) {
 	if x.base != nil {
 		hdr.BaseGUID = x.base.GUID
 	}
+	release, err := m.sends.acquire(ctx, func() {
+		m.log.Info("transfer waits for a free slot", "id", x.id, "limit", cap(m.sends))
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	if est := x.estimate.Load(); est > 0 {
 		hdr.EstimatedBytes = min(est, 1<<56)
 	} else if est, src := m.estimate(ctx, x); est > 0 {

@@ -103,7 +103,7 @@ func (a *Agent) startMaster(ctx context.Context, r *runner) error {
 	_, epoch := a.roleEpoch()
 	dc := r.cfg
 	dc.epoch = epoch
-	m := newMaster(dc, a.opts.ZFS, a.tier, &a.ids, a.log)
+	m := newMaster(dc, a.opts.ZFS, a.tier, &a.ids, a.sends, a.log)
 	if err := m.init(ctx, time.Now()); err != nil {
 		return err
 	}
