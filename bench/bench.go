@@ -24,6 +24,9 @@ type Options struct {
 	Scenarios []string
 	// Seed seeds every random choice (overwrite offsets, data).
 	Seed uint64
+	// Duration overrides the length of the scenarios that run for a set
+	// time (false-failovers); zero keeps each one's default.
+	Duration time.Duration
 	// Command is recorded in the report (how it was produced).
 	Command string
 	// Progress receives one line per step; nil discards.
@@ -42,6 +45,8 @@ type Scenario struct {
 	// VM scenarios boot the VM tier's guests: they run only when named
 	// (make bench VM=1), not in the default run.
 	VM bool
+	// OptIn scenarios run only when named (too long for the default run).
+	OptIn bool
 }
 
 var scenarios []Scenario
@@ -123,7 +128,7 @@ func CheckScenarios(names []string) error {
 
 func selectScenarios(names []string) ([]Scenario, error) {
 	if len(names) == 0 {
-		return slices.DeleteFunc(Scenarios(), func(s Scenario) bool { return s.VM }), nil
+		return slices.DeleteFunc(Scenarios(), func(s Scenario) bool { return s.VM || s.OptIn }), nil
 	}
 	var out []Scenario
 	for _, s := range scenarios {

@@ -16,7 +16,7 @@ func init() {
 	register(command{
 		name:    "bench",
 		summary: "measure replication lag, probe overhead, throughput and scale on a two-host test rig (root)",
-		usage:   "[--quick] [--out DIR] [--scenario NAME[,NAME...]] [--seed N] [--bin PATH] [--list]",
+		usage:   "[--quick] [--out DIR] [--scenario NAME[,NAME...]] [--duration D] [--seed N] [--bin PATH] [--list]",
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) int {
 			quick := fs.Bool("quick", false, "shrink every scenario so the run takes under a minute (CI)")
 			out := fs.String("out", filepath.Join("bench", "results"), "write bench.csv, bench.json and the plots into `DIR`")
@@ -24,15 +24,19 @@ func init() {
 			seed := fs.Uint64("seed", 1, "seed for every random choice")
 			bin := fs.String("bin", "", "flocker binary the rig's agents run (default: this one)")
 			list := fs.Bool("list", false, "list the scenarios and exit")
+			duration := fs.Duration("duration", 0, "length of the timed scenarios (false-failovers; default: each one's own)")
 			return func(ctx context.Context, e *env, args []string) int {
 				if len(args) > 0 {
 					return fail(e, "bench", fmt.Errorf("%w: unexpected argument %q", errUsage, args[0]))
 				}
 				if *list {
 					for _, s := range bench.Scenarios() {
-						fmt.Fprintf(e.stdout, "%-11s %s\n", s.Name, s.Summary)
+						fmt.Fprintf(e.stdout, "%-15s %s\n", s.Name, s.Summary)
 					}
 					return exitOK
+				}
+				if *duration < 0 {
+					return fail(e, "bench", fmt.Errorf("%w: --duration %v is negative", errUsage, *duration))
 				}
 				if *bin == "" {
 					exe, err := os.Executable()
@@ -60,7 +64,10 @@ func init() {
 				if len(names) > 0 {
 					cmdline += " --scenario " + strings.Join(names, ",")
 				}
-				rep, err := bench.Run(ctx, bench.Options{Bin: *bin, Quick: *quick, Scenarios: names, Seed: *seed,
+				if *duration > 0 {
+					cmdline += " --duration " + duration.String()
+				}
+				rep, err := bench.Run(ctx, bench.Options{Bin: *bin, Quick: *quick, Scenarios: names, Seed: *seed, Duration: *duration,
 					Command: cmdline, Progress: e.stderr, Logger: e.log})
 				if rep == nil {
 					return fail(e, "bench", err)

@@ -23,3 +23,10 @@ func TestBenchUnknownScenarioIsUsageError(t *testing.T) {
 		t.Fatalf("code=%d stderr=%q", code, stderr)
 	}
 }
+
+func TestBenchNegativeDurationIsUsageError(t *testing.T) {
+	code, _, stderr := runCLI(t, "bench", "--scenario", "false-failovers", "--duration", "-1m")
+	if code != exitUsage || !strings.Contains(stderr, "--duration") {
+		t.Fatalf("code=%d stderr=%q", code, stderr)
+	}
+}
