@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,8 +76,9 @@ func checkResults(t *testing.T, dir string) {
 				if math.IsNaN(v) || math.IsInf(v, 0) {
 					t.Errorf("%s: non-finite %v", name, v)
 				}
-				// Overheads are differences and may dip below zero in noise.
-				if r.Scenario != "overhead" && v <= 0 {
+				// Overheads are differences and may dip below zero in noise;
+				// counts (false failovers) are zero when all is well.
+				if r.Scenario != "overhead" && r.Unit != "count" && v <= 0 {
 					t.Errorf("%s: %v, want > 0", name, v)
 				}
 			}
@@ -95,10 +97,26 @@ func checkResults(t *testing.T, dir string) {
 		}
 		n, ok := seen[s.Name]
 		switch {
+		case s.OptIn:
+			if ok {
+				t.Errorf("opt-in scenario %s ran without being named", s.Name)
+			}
 		case !ok:
 			t.Errorf("scenario %s missing from the report", s.Name)
-		case n == 0 && s.Name != "failover":
+		case n == 0:
 			t.Errorf("scenario %s has no measured row", s.Name)
+		}
+	}
+	// The failover figures are whole: a time per kill and per handoff,
+	// each within the scenario's own wait (sanity, not a target).
+	for _, want := range []struct{ scenario, metric string }{{"failover", "failover time"}, {"failover", "back to current slave"}, {"handoff", "handoff downtime"}} {
+		i := slices.IndexFunc(rep.Rows, func(r Row) bool { return r.Scenario == want.scenario && r.Metric == want.metric })
+		if i < 0 {
+			t.Errorf("no %s row in %s", want.metric, want.scenario)
+			continue
+		}
+		if r := rep.Rows[i]; r.Status != StatusOK || r.N < 1 || r.Unit != "ms" || r.Max > float64(foSyncWait/time.Millisecond) {
+			t.Errorf("%s/%s: %+v", want.scenario, want.metric, r)
 		}
 	}
 	csv, err := os.ReadFile(filepath.Join(dir, "bench.csv"))
@@ -120,7 +138,7 @@ func checkResults(t *testing.T, dir string) {
 			t.Errorf("%s: not a readable PNG: %v %+v", f, err, cfg)
 		}
 	}
-	if plots < 4 {
-		t.Errorf("%d plots, want 4 (lag by mode and by workload, each with a CDF): %v", plots, rep.Files)
+	if plots < 6 {
+		t.Errorf("%d plots, want 6 (lag by mode, lag by workload, failover: each with a CDF): %v", plots, rep.Files)
 	}
 }

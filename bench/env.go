@@ -29,6 +29,8 @@ type Env struct {
 	probed   *probeReport
 
 	appends *appender // the lag scenarios' shared append workload
+
+	fo *foRig // the failover scenarios' pair (scenario_failover.go)
 }
 
 func newEnv(opts Options) *Env { return &Env{opts: opts, log: opts.Logger} }
@@ -52,10 +54,11 @@ func pick[T any](e *Env, def, quick T) T {
 func (e *Env) throughputBytes() int64 { return pick[int64](e, 1<<30, 32<<20) }
 
 func (e *Env) close() error {
+	err := e.closeFailover()
 	if e.pair == nil {
-		return nil
+		return err
 	}
-	err := e.pair.Close()
+	err = errors.Join(err, e.pair.Close())
 	e.pair = nil
 	return err
 }

@@ -20,11 +20,20 @@ import (
 type plotGroup struct {
 	file, title string
 	scenarios   []string
+	// quantity and unit name the axis (default "lag"); each sample is one
+	// of what (default "writes replicated"). linear drops the log scale
+	// (for figures within one decade).
+	quantity, what string
+	linear         bool
+	// byMetric labels rows by metric (their cases repeat).
+	byMetric bool
 }
 
 var plotGroups = []plotGroup{
-	{"lag-by-mode", "write-to-replica lag per trigger mode (log scale)", []string{"floor", "lag"}},
-	{"lag-by-workload", "write-to-replica lag per workload and rate (log scale)", []string{"floor", "rates", "workloads", "scale"}},
+	{file: "lag-by-mode", title: "write-to-replica lag per trigger mode (log scale)", scenarios: []string{"floor", "lag"}},
+	{file: "lag-by-workload", title: "write-to-replica lag per workload and rate (log scale)", scenarios: []string{"floor", "rates", "workloads", "scale"}},
+	{file: "failover", title: "failover time, return of the dead host, handoff downtime", scenarios: []string{"failover", "handoff"},
+		quantity: "time", what: "runs", linear: true, byMetric: true},
 }
 
 // writePlots draws, per group with data, a box plot and a CDF; it returns
@@ -41,7 +50,7 @@ func writePlots(r *Report, dir string) ([]string, error) {
 		if len(rows) == 0 {
 			continue
 		}
-		box, err := boxPlot(g.title, rows)
+		box, err := boxPlot(g, rows)
 		if err != nil {
 			return files, err
 		}
@@ -50,7 +59,7 @@ func writePlots(r *Report, dir string) ([]string, error) {
 			return files, err
 		}
 		files = append(files, name)
-		cdf, err := cdfPlot(g.title, rows)
+		cdf, err := cdfPlot(g, rows)
 		if err != nil {
 			return files, err
 		}
@@ -75,19 +84,31 @@ func positive(s []float64) bool {
 	return true
 }
 
-func label(row Row) string {
-	if row.Scenario == "floor" {
+func label(g plotGroup, row Row) string {
+	switch {
+	case row.Scenario == "floor":
 		return "FLOOR"
+	case g.byMetric:
+		return row.Metric
 	}
 	return row.Case
 }
 
-func boxPlot(title string, rows []Row) (*plot.Plot, error) {
+func (g plotGroup) axis() string {
+	if g.quantity == "" {
+		return "lag (ms)"
+	}
+	return g.quantity + " (ms)"
+}
+
+func boxPlot(g plotGroup, rows []Row) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = title
-	p.Y.Label.Text = "lag (ms), box = quartiles, dots = outliers"
-	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Title.Text = g.title
+	p.Y.Label.Text = g.axis() + ", box = quartiles, dots = outliers"
+	if !g.linear {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	}
 	var names []string
 	for i, row := range rows {
 		b, err := plotter.NewBoxPlot(vg.Points(24), float64(i), plotter.Values(row.Samples))
@@ -96,20 +117,26 @@ func boxPlot(title string, rows []Row) (*plot.Plot, error) {
 		}
 		b.FillColor = plotutil.Color(i)
 		p.Add(b)
-		names = append(names, fmt.Sprintf("%s\np50 %s", label(row), fnum(row.P50)))
+		names = append(names, fmt.Sprintf("%s\np50 %s", label(g, row), fnum(row.P50)))
 	}
 	p.NominalX(names...)
 	p.Add(plotter.NewGrid())
 	return p, nil
 }
 
-func cdfPlot(title string, rows []Row) (*plot.Plot, error) {
+func cdfPlot(g plotGroup, rows []Row) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = title + ": CDF"
-	p.X.Label.Text = "lag (ms)"
-	p.Y.Label.Text = "fraction of writes replicated"
-	p.X.Scale = plot.LogScale{}
-	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Title.Text = g.title + ": CDF"
+	p.X.Label.Text = g.axis()
+	what := g.what
+	if what == "" {
+		what = "writes replicated"
+	}
+	p.Y.Label.Text = "fraction of " + what
+	if !g.linear {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	}
 	p.Y.Min, p.Y.Max = 0, 1
 	p.Legend.Top = false
 	p.Legend.Left = false
@@ -128,7 +155,7 @@ func cdfPlot(title string, rows []Row) (*plot.Plot, error) {
 		l.Width = vg.Points(1.5)
 		l.Dashes = plotutil.Dashes(i / len(plotutil.DefaultColors))
 		p.Add(l)
-		p.Legend.Add(label(row), l)
+		p.Legend.Add(label(g, row), l)
 	}
 	p.Add(plotter.NewGrid())
 	return p, nil

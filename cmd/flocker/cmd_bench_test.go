@@ -10,7 +10,7 @@ func TestBenchList(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("code=%d stderr=%q", code, stderr)
 	}
-	for _, name := range []string{"floor", "lag", "rates", "workloads", "overhead", "throughput", "scale", "failover"} {
+	for _, name := range []string{"floor", "lag", "rates", "workloads", "overhead", "throughput", "scale", "failover", "handoff", "false-failovers"} {
 		if !strings.Contains(stdout, name+" ") {
 			t.Errorf("--list lacks %s:\n%s", name, stdout)
 		}

@@ -1,0 +1,150 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/flockerha/flocker/agent/config"
+	"github.com/flockerha/flocker/internal/failpair"
+)
+
+func init() {
+	register(Scenario{Name: "handoff", Order: 91, Run: runHandoff,
+		Summary: "flocker handoff downtime for C (last answer from the old master to the first from the new) with 1 MiB written just before"})
+}
+
+// handoffTarget is issue 5's goal for the downtime of a planned handoff.
+const handoffTarget = 500.0 // ms
+
+// handoffPending is what each run writes right before the handoff.
+const handoffPending = 1 << 20
+
+// handoffResult is one handoff.
+type handoffResult struct {
+	downtime time.Duration // C's longest wait between two good answers
+	command  time.Duration // `flocker handoff` from start to exit
+	pending  int           // bytes of the file the replica lacked when the handoff began
+}
+
+// handoffRun writes data as a new file on the master and, once C is served
+// it (by the master: only it has the file), runs `flocker handoff` there.
+// C requests that file every 10 ms throughout: the answers before the gap
+// come from the old master, those after it from the new one, which proves
+// it received the file in the handoff.
+func (r *foRig) handoffRun(ctx context.Context, data []byte) (handoffResult, error) {
+	old, heir := r.p.Master, r.p.Slave
+	st, err := nodeState(old)
+	if err != nil {
+		return handoffResult{}, err
+	}
+	r.files++
+	name := fmt.Sprintf("pending-%d.bin", r.files)
+	want := string(data)
+	pl := r.p.Poll(name, 10*time.Millisecond, 250*time.Millisecond)
+	defer pl.Stop()
+	written := time.Now()
+	if err := os.WriteFile(filepath.Join(old.Mountpoint, name), data, 0o644); err != nil {
+		return handoffResult{}, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, foServeWait)
+	defer cancel()
+	first, err := pl.WaitOK(sctx, written, want)
+	if err != nil {
+		return handoffResult{}, fmt.Errorf("%s does not serve the file just written: %w", old.Name, err)
+	}
+	res := handoffResult{pending: len(data)}
+	if fi, err := os.Stat(filepath.Join(heir.Mountpoint, name)); err == nil {
+		res.pending = len(data) - int(fi.Size())
+	}
+	t0 := time.Now()
+	if _, err := old.Flocker(ctx, "handoff", "--config", old.Config); err != nil {
+		return res, err
+	}
+	res.command = time.Since(t0)
+	now, err := waitState(ctx, heir, config.RoleMaster, st.Epoch+1, foServeWait)
+	if err != nil {
+		return res, err
+	}
+	if _, err := waitState(ctx, old, config.RoleSlave, now.Epoch, foServeWait); err != nil {
+		return res, err
+	}
+	if err := r.waitHolders(ctx, heir.Name, foServeWait); err != nil {
+		return res, err
+	}
+	last, err := pl.WaitOK(sctx, time.Now(), want)
+	if err != nil {
+		return res, fmt.Errorf("%s holds the address but does not serve the file: %w", heir.Name, err)
+	}
+	before, after, ok := failpair.LongestGap(pl.Stop(), want, first.At, last.At)
+	if !ok {
+		return res, fmt.Errorf("fewer than two good answers between %v and %v", first.At, last.At)
+	}
+	res.downtime = after.At.Sub(before.At)
+	if b, err := os.ReadFile(filepath.Join(heir.Mountpoint, name)); err != nil || string(b) != want {
+		return res, fmt.Errorf("%s's dataset lacks the file written before the handoff (%d bytes, err %v)", heir.Name, len(b), err)
+	}
+	r.p.Swap()
+	return res, nil
+}
+
+func runHandoff(ctx context.Context, e *Env) ([]Row, error) {
+	r, err := e.failPair(ctx)
+	if err != nil {
+		return nil, err
+	}
+	runs := pick(e, 6, 1)
+	rng := rand.New(rand.NewPCG(e.opts.Seed, 5))
+	var down, cmd []float64
+	minPending, maxPending := handoffPending, 0
+	rows := func(err error) ([]Row, error) {
+		if len(down) == 0 {
+			return nil, err
+		}
+		row := dist("", "planned handoff, 1 MiB pending", "handoff downtime", "ms", down)
+		row.Target = fmt.Sprintf("max<=%.0f", handoffTarget)
+		row.Verdict = "met"
+		if row.Max > handoffTarget {
+			row.Verdict = "missed"
+		}
+		row.Note = fmt.Sprintf("C's longest wait between two answers with the file written just before the handoff (requests every 10 ms); "+
+			"the replica lacked %s of it when the handoff began; the new master served it every run", kibRange(minPending, maxPending))
+		if e.Quick() {
+			row.Note = joinNote(fmt.Sprintf("--quick: %d handoff(s) instead of 6", runs), row.Note)
+		}
+		c := dist("", "planned handoff, 1 MiB pending", "flocker handoff command", "ms", cmd)
+		c.Note = "from the command's start to its exit"
+		return []Row{row, c}, err
+	}
+	for i := range runs {
+		data := make([]byte, handoffPending)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		res, err := r.handoffRun(ctx, data)
+		if err != nil {
+			return rows(fmt.Errorf("handoff %d: %w", i+1, err))
+		}
+		down = append(down, float64(res.downtime)/float64(time.Millisecond))
+		cmd = append(cmd, float64(res.command)/float64(time.Millisecond))
+		minPending, maxPending = min(minPending, res.pending), max(maxPending, res.pending)
+		e.progress("handoff %d/%d: downtime %v, command %v, %d KiB pending (%s now master)", i+1, runs,
+			res.downtime.Round(time.Millisecond), res.command.Round(time.Millisecond), res.pending>>10, r.p.Master.Name)
+		// The new slave is current before the next handoff (the master
+		// refuses to hand over to a peer that is not).
+		if _, _, err := r.replicated(ctx); err != nil {
+			return rows(fmt.Errorf("after handoff %d: %w", i+1, err))
+		}
+	}
+	return rows(nil)
+}
+
+func kibRange(lo, hi int) string {
+	if lo == hi {
+		return fmt.Sprintf("%d KiB", lo>>10)
+	}
+	return fmt.Sprintf("%d to %d KiB", lo>>10, hi>>10)
+}
