@@ -77,13 +77,17 @@ func New(ctx context.Context, opts Options) (*Pair, error) {
 		ds := map[string]string{
 			"vip":       ap.Net.VIP4.String(),
 			"interface": rig.HostInterface,
-			"start": fmt.Sprintf("cd %s && busybox httpd -f -p %d -h %s & echo $! > %s",
+			// httpd leads its own session: the stop hook ends it with the
+			// children serving connections (which can outlive the parent
+			// by minutes when the address moved and the client's close
+			// went elsewhere) and waits until none is left but zombies
+			// (this machine's init reaps late), so the dataset is not
+			// busy when the node, now slave, remounts it.
+			"start": fmt.Sprintf("cd %s && setsid busybox httpd -f -p %d -h %s & echo $! > %s",
 				n.Mountpoint, Port, n.Mountpoint, pid),
-			// The whole process group of the start hook: httpd forks a
-			// child per connection, and a child whose client moved to the
-			// other host waits a minute for its request, holding the
-			// dataset busy.
-			"stop":  fmt.Sprintf("if [ -f %[1]s ]; then p=$(cat %[1]s); grep -q httpd /proc/$p/cmdline 2>/dev/null && kill -- -$(cut -d' ' -f5 /proc/$p/stat) 2>/dev/null; rm -f %[1]s; fi; true", pid),
+			"stop": fmt.Sprintf("if [ -f %[1]s ]; then g=$(cat %[1]s); kill -TERM -$g 2>/dev/null; i=0; "+
+				"while ps -o stat= -s $g | grep -qv '^Z' && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; "+
+				"kill -KILL -$g 2>/dev/null; rm -f %[1]s; fi; true", pid),
 			"check": fmt.Sprintf("timeout 2 busybox wget -q -O /dev/null http://127.0.0.1:%d/%s", Port, CheckFile),
 			"probe": fmt.Sprintf("tcp:%d", Port),
 		}
@@ -143,8 +147,9 @@ func (p *Pair) Close() error {
 	return errors.Join(errs...)
 }
 
-// stopService kills the node's httpd and its children (the process group
-// of the pid its start hook recorded) and waits for them to be gone.
+// stopService kills the node's httpd and the children serving connections
+// (its process group, by the pid its start hook recorded) and waits for
+// them to be gone.
 func stopService(n *agentpair.Node) error {
 	b, err := os.ReadFile(filepath.Join(n.Dir, "httpd.pid"))
 	if err != nil {
@@ -155,27 +160,47 @@ func stopService(n *agentpair.Node) error {
 		return nil
 	}
 	// The file outlives a killed host's httpd: never signal another
-	// process that reuses the pid.
+	// process or group that reuses the pid.
 	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmd), "httpd") {
 		return nil
 	}
-	// Its process group (the start hook's): the children serving
-	// connections go too.
-	pgid, err := syscall.Getpgid(pid)
-	if err != nil {
-		return nil // gone meanwhile
+	if pgid, err := syscall.Getpgid(pid); err != nil || pgid != pid {
+		return nil
 	}
-	if pgid == syscall.Getpgrp() {
-		pgid = pid // not started by a hook: never signal our own group
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	for range 200 {
-		if syscall.Kill(-pgid, 0) != nil {
+		if !groupRuns(pid) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: httpd %d (group %d) still runs", n.Name, pid, pgid)
+	return fmt.Errorf("%s: httpd group %d still runs", n.Name, pid)
+}
+
+// groupRuns reports whether a process of group pgid is alive: zombies,
+// which hold no files, do not count.
+func groupRuns(pgid int) bool {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// After the command's closing parenthesis: state ppid pgrp ...
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 // Get fetches /name through the floating address from client C, within
