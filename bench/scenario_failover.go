@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,6 +72,40 @@ func (e *Env) failPair(ctx context.Context) (*foRig, error) {
 	return e.fo, nil
 }
 
+// keepLogs copies both agents' logs out of the pair's directory (which
+// goes with the pair) and returns where they are.
+func (r *foRig) keepLogs() (string, error) {
+	dir, err := os.MkdirTemp("", "flocker-bench-failover-logs-")
+	if err != nil {
+		return "", err
+	}
+	for _, n := range r.p.Nodes() {
+		logs, _ := filepath.Glob(filepath.Join(n.Dir, "agent-*.log"))
+		for _, l := range logs {
+			b, err := os.ReadFile(l)
+			if err != nil {
+				return dir, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, n.Name+"-"+filepath.Base(l)), b, 0o644); err != nil {
+				return dir, err
+			}
+		}
+	}
+	return dir, nil
+}
+
+// failed adds to a scenario's error where the agents' logs were kept.
+func (r *foRig) failed(err error) error {
+	if err == nil {
+		return nil
+	}
+	dir, kerr := r.keepLogs()
+	if kerr != nil {
+		return errors.Join(err, fmt.Errorf("keeping the agent logs: %w", kerr))
+	}
+	return fmt.Errorf("(agent logs in %s) %w", dir, err)
+}
+
 func (e *Env) closeFailover() error {
 	if e.fo == nil {
 		return nil
@@ -86,17 +121,18 @@ const (
 	foSyncWait  = time.Minute
 )
 
-// replicated writes a new file on the master, waits until the replica
-// holds it and C is served it, and returns its name and content: the pair
-// is steady, and the file is what the next failover must serve.
+// replicated writes a new file on the master, waits until the slave holds
+// it and C is served it, and returns its name and content: the pair is
+// steady, and the file is what the next failover must serve.
 func (r *foRig) replicated(ctx context.Context) (name, content string, err error) {
 	r.files++
 	name = fmt.Sprintf("bench-%d.txt", r.files)
 	content = fmt.Sprintf("file %d, written on %s\n", r.files, r.p.Master.Name)
+	mark := r.p.Master.Log.Len()
 	if err := os.WriteFile(filepath.Join(r.p.Master.Mountpoint, name), []byte(content), 0o644); err != nil {
 		return "", "", err
 	}
-	if err := waitFile(ctx, r.p.Slave, name, content, foSyncWait); err != nil {
+	if err := waitShipped(ctx, r.p.Master, mark, time.Now(), foSyncWait); err != nil {
 		return "", "", err
 	}
 	sctx, cancel := context.WithTimeout(ctx, foServeWait)
@@ -107,27 +143,34 @@ func (r *foRig) replicated(ctx context.Context) (name, content string, err error
 	return name, content, nil
 }
 
-// waitFile waits until n's dataset holds name with content (a replica is
-// readonly: reading it is safe).
-func waitFile(ctx context.Context, n *agentpair.Node, name, content string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		b, err := os.ReadFile(filepath.Join(n.Mountpoint, name))
-		if err == nil && string(b) == content {
-			return nil
+// waitShipped waits until the slave acknowledged a snapshot that master n
+// began at or after after, as n's log tells (from mark on). The replica is
+// not read: on zfs-fuse the slave remounts it after each receive to show
+// the new names, and a reader holding it at that moment makes the remount
+// fail, so that a later promotion would serve without them.
+func waitShipped(ctx context.Context, n *agentpair.Node, mark int, after time.Time, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	snaps := map[string]bool{}
+	_, err := n.Log.Wait(ctx, mark, func(rec agentpair.Record) bool {
+		if rec.Str("dataset") != agentpair.DatasetName {
+			return false
 		}
-		if time.Now().After(deadline) {
-			if err == nil {
-				err = fmt.Errorf("%d bytes, not the %d written", len(b), len(content))
+		switch rec.Msg() {
+		case "snapshot taken":
+			took := time.Duration(rec.Num("took")) // slog writes durations as nanoseconds
+			if !recordTime(rec).Add(-took).Before(after) {
+				snaps[rec.Str("snapshot")] = true
 			}
-			return fmt.Errorf("%s: %s not replicated within %v: %w", n.Name, name, timeout, err)
+		case "replicated":
+			return snaps[rec.Str("target")]
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("%s: no snapshot begun after the write was replicated within %v: %w\n%s", n.Name, timeout, err, n.Log.Tail(8))
 	}
+	return nil
 }
 
 // nodeState reads n's persisted role and epoch.
@@ -219,6 +262,7 @@ func runFailover(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	var took, back []float64
 	rows := func(err error) ([]Row, error) {
+		err = r.failed(err)
 		if len(took) == 0 {
 			return nil, err
 		}

@@ -177,6 +177,11 @@ func runFalseFailovers(ctx context.Context, e *Env) ([]Row, error) {
 	if load != "" {
 		setting += "; load average at the end " + load
 	}
+	if total.promotions+total.fencings+total.roleChanges+failed > 0 {
+		if dir, err := r.keepLogs(); err == nil {
+			setting += "; agent logs kept in " + dir
+		}
+	}
 	rows := []Row{
 		count("promotions", total.promotions, setting),
 		count("fencings", total.fencings, ""),
