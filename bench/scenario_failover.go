@@ -56,20 +56,40 @@ func (e *Env) failPair(ctx context.Context) (*foRig, error) {
 		return nil, err
 	}
 	e.fo = &foRig{p: p}
+	fail := func(err error) (*foRig, error) { return nil, e.dropFailover(err) }
 	for _, n := range []*agentpair.Node{p.Slave, p.Master} {
 		if err := n.Start(); err != nil {
-			return nil, err
+			return fail(err)
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := p.WaitServed(sctx, failpair.CheckFile, "ok\n"); err != nil {
-		return nil, fmt.Errorf("the new pair does not serve: %w\n%s", err, p.Master.Log.Tail(10))
+		return fail(fmt.Errorf("the new pair does not serve: %w\n%s", err, p.Master.Log.Tail(10)))
 	}
 	if _, _, err := e.fo.replicated(ctx); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	return e.fo, nil
+}
+
+// dropFailover ends a scenario that failed: the agents' logs are kept
+// (their place is named in the error) and the pair is closed, so the next
+// scenario starts from a fresh one rather than from whatever state this
+// one left.
+func (e *Env) dropFailover(err error) error {
+	if err == nil || e.fo == nil {
+		return err
+	}
+	if dir, kerr := e.fo.keepLogs(); kerr != nil {
+		err = errors.Join(err, fmt.Errorf("keeping the agent logs: %w", kerr))
+	} else {
+		err = fmt.Errorf("(agent logs in %s) %w", dir, err)
+	}
+	if cerr := e.closeFailover(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("closing the failover pair: %w", cerr))
+	}
+	return err
 }
 
 // keepLogs copies both agents' logs out of the pair's directory (which
@@ -92,18 +112,6 @@ func (r *foRig) keepLogs() (string, error) {
 		}
 	}
 	return dir, nil
-}
-
-// failed adds to a scenario's error where the agents' logs were kept.
-func (r *foRig) failed(err error) error {
-	if err == nil {
-		return nil
-	}
-	dir, kerr := r.keepLogs()
-	if kerr != nil {
-		return errors.Join(err, fmt.Errorf("keeping the agent logs: %w", kerr))
-	}
-	return fmt.Errorf("(agent logs in %s) %w", dir, err)
 }
 
 func (e *Env) closeFailover() error {
@@ -262,7 +270,9 @@ func runFailover(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	var took, back []float64
 	rows := func(err error) ([]Row, error) {
-		err = r.failed(err)
+		if err != nil {
+			err = e.dropFailover(err)
+		}
 		if len(took) == 0 {
 			return nil, err
 		}
