@@ -230,32 +230,60 @@ func (r *foRig) waitHolders(ctx context.Context, want string, timeout time.Durat
 }
 
 // failoverRun is one kill: the failover time, and how long the dead host
-// took to come back as a current slave.
-func (r *foRig) failoverRun(ctx context.Context, name, content string) (took time.Duration, revived time.Time, err error) {
+// took to come back as a current slave. reclaimed reports a return that
+// ended the other way round: the dead host master again and the heir
+// demoted (the pair is settled, so the runs go on, but it is counted).
+func (r *foRig) failoverRun(ctx context.Context, name, content string) (took time.Duration, revived time.Time, reclaimed bool, err error) {
 	dead, heir := r.p.Master, r.p.Slave
 	st, err := nodeState(dead)
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, time.Time{}, false, err
 	}
 	fctx, cancel := context.WithTimeout(ctx, foServeWait)
 	took, err = r.p.MeasureFailover(fctx, name, content)
 	cancel()
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("%s's death: %w\n%s", dead.Name, err, heir.Log.Tail(10))
+		return 0, time.Time{}, false, fmt.Errorf("%s's death: %w\n%s", dead.Name, err, heir.Log.Tail(10))
 	}
 	now, err := waitState(ctx, heir, config.RoleMaster, st.Epoch+1, foServeWait)
 	if err != nil {
-		return took, time.Time{}, err
+		return took, time.Time{}, false, err
 	}
 	revived = time.Now()
 	if err := failpair.Revive(dead); err != nil {
-		return took, revived, err
+		return took, revived, false, err
 	}
-	if _, err := waitState(ctx, dead, config.RoleSlave, now.Epoch, foSyncWait); err != nil {
-		return took, revived, err
+	reclaimed, err = waitSettled(ctx, dead, heir, now.Epoch, foSyncWait)
+	if err != nil {
+		return took, revived, false, err
 	}
-	r.p.Swap()
-	return took, revived, nil
+	if !reclaimed {
+		r.p.Swap()
+	}
+	return took, revived, reclaimed, nil
+}
+
+// waitSettled waits until the returning host and the heir agree: one
+// master, one slave, at the same epoch (at least epoch). It reports whether
+// the returning host ended up master.
+func waitSettled(ctx context.Context, back, heir *agentpair.Node, epoch uint64, timeout time.Duration) (reclaimed bool, err error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		b, berr := nodeState(back)
+		h, herr := nodeState(heir)
+		if berr == nil && herr == nil && b.Epoch == h.Epoch && b.Epoch >= epoch && b.Role != h.Role {
+			return b.Role == config.RoleMaster, nil
+		}
+		if time.Now().After(deadline) {
+			return false, fmt.Errorf("%s back as %s/%d, %s %s/%d after %v (errors %v, %v)\n%s",
+				back.Name, b.Role, b.Epoch, heir.Name, h.Role, h.Epoch, timeout, berr, herr, back.Log.Tail(8))
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func runFailover(ctx context.Context, e *Env) ([]Row, error) {
@@ -269,6 +297,7 @@ func runFailover(ctx context.Context, e *Env) ([]Row, error) {
 		marks[n.Name] = n.Log.Len()
 	}
 	var took, back []float64
+	reclaimed := 0 // returns after which the dead host was master again
 	rows := func(err error) ([]Row, error) {
 		if err != nil {
 			err = e.dropFailover(err)
@@ -295,8 +324,14 @@ func runFailover(ctx context.Context, e *Env) ([]Row, error) {
 				stashes += n.Log.Count(marks[n.Name], func(rec agentpair.Record) bool { return rec.Msg() == "divergent history stashed" })
 			}
 			b.Note = fmt.Sprintf("from the dead host's agent restarted and cable back to its replica holding a file written after; "+
-				"the pair is reused with roles swapped each run; %d returns stashed their head", stashes)
-			out = append(out, b)
+				"the pair is reused with roles swapped each run; %d stashes made", stashes)
+			rc := value("", "dead host returns", "returns that took the master role back", "count", float64(reclaimed))
+			rc.Target, rc.Verdict = "0", "met"
+			if reclaimed > 0 {
+				rc.Verdict = "missed"
+			}
+			rc.Note = "the returning host should demote; taking the role back demotes the heir, whose writes since the failover go to a stash"
+			out = append(out, b, rc)
 		}
 		return out, err
 	}
@@ -310,7 +345,11 @@ func runFailover(ctx context.Context, e *Env) ([]Row, error) {
 			back = append(back, msSince(revived))
 		}
 		var d time.Duration
-		d, revived, err = r.failoverRun(ctx, name, content)
+		var again bool
+		d, revived, again, err = r.failoverRun(ctx, name, content)
+		if again {
+			reclaimed++
+		}
 		if d > 0 {
 			took = append(took, float64(d)/float64(time.Millisecond))
 			e.progress("failover %d/%d: %v (%s took over)", i+1, runs, d.Round(time.Millisecond), r.p.Master.Name)
