@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flockerha/flocker/snapshot"
+	"github.com/flockerha/flocker/transport"
 )
 
 // TestAnswerSyncs: a handoff's sync is answered once the peer holds the
@@ -63,6 +64,38 @@ func TestAnswerSyncs(t *testing.T) {
 			}
 			if len(m.syncs) != waiting {
 				t.Errorf("%d syncs kept, %d wait", len(m.syncs), waiting)
+			}
+		})
+	}
+}
+
+// TestAckLostEarlier: a refusal because the peer already holds the target
+// (its list, sent first, shows it) completes the transfer; any other
+// refusal fails it and schedules a retry.
+func TestAckLostEarlier(t *testing.T) {
+	target := snapshot.Snapshot{Name: "p/d@flocker-0-2", GUID: 12, CreateTXG: 20}
+	local := []snapshot.Snapshot{{Name: "p/d@flocker-0-1", GUID: 11, CreateTXG: 10}, target}
+	for _, tt := range []struct {
+		name     string
+		peer     []snapshot.Snapshot
+		code     string
+		complete bool
+	}{
+		{"peer holds the target", []snapshot.Snapshot{{GUID: 11}, {GUID: 12}}, codeRefused, true},
+		{"peer does not hold it", []snapshot.Snapshot{{GUID: 11}}, codeRefused, false},
+		{"another error with the target held", []snapshot.Snapshot{{GUID: 11}, {GUID: 12}}, codeReceiveFailed, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &master{log: slog.New(slog.DiscardHandler), local: local, peer: tt.peer, covers: map[uint64]time.Time{},
+				cfg: datasetConfig{observer: nopObserver{}}}
+			x := &outgoing{id: 7, kind: "incremental", target: target}
+			m.xfer = x
+			m.ack(evAck{m: &transport.Ack{ID: 7, Error: "the replica already holds the target", Code: tt.code}}, time.Now())
+			if done := m.xfer == nil && !x.failed && m.st.Snapshots.Transfers == 1; done != tt.complete {
+				t.Fatalf("completed=%v (xfer %v, failed %v, transfers %d), want %v", done, m.xfer, x.failed, m.st.Snapshots.Transfers, tt.complete)
+			}
+			if !tt.complete && (!x.failed || m.retryAt.IsZero()) {
+				t.Fatalf("failed=%v retryAt=%v: want a failure with a retry", x.failed, m.retryAt)
 			}
 		})
 	}

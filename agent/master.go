@@ -938,6 +938,17 @@ func (m *master) ack(ev evAck, now time.Time) {
 		return
 	}
 	if ev.m.Error != "" {
+		if ev.m.Code == codeRefused && slices.ContainsFunc(m.peer, func(p snapshot.Snapshot) bool { return p.GUID == x.target.GUID }) {
+			// An earlier attempt delivered the target and its ack was lost
+			// (a connection replaced mid-transfer): the list the peer sent
+			// before refusing shows it. Delivered, not failed.
+			m.log.Info("peer already held the target: an earlier ack was lost", "id", x.id, "target", x.target.ShortName())
+			x.acked = true
+			if !x.running {
+				m.complete(x, now)
+			}
+			return
+		}
 		code := ev.m.Code
 		if code == "" {
 			code = codeReceiveFailed
