@@ -3,7 +3,9 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -55,7 +57,9 @@ func WaitSettled(ctx context.Context, p *failpair.Pair) (Settled, error) {
 	}
 }
 
-func settled(p *failpair.Pair) (Settled, error) {
+// serving checks one master, one slave at its epoch, both agents running,
+// the address on the master only and C served through it.
+func serving(p *failpair.Pair) (Settled, error) {
 	roles, err := Roles(p)
 	if err != nil {
 		return Settled{}, err
@@ -90,6 +94,14 @@ func settled(p *failpair.Pair) (Settled, error) {
 	if body, err := p.Get(failpair.CheckFile, time.Second); err != nil || body != "ok\n" {
 		return Settled{}, fmt.Errorf("client C not served through the floating address: %q, %v", body, err)
 	}
+	return s, nil
+}
+
+func settled(p *failpair.Pair) (Settled, error) {
+	s, err := serving(p)
+	if err != nil {
+		return s, err
+	}
 	a, err := treesum.Sum(s.Master.Mountpoint)
 	if err != nil {
 		return Settled{}, fmt.Errorf("master %s: %w", s.Master.Name, err)
@@ -102,6 +114,39 @@ func settled(p *failpair.Pair) (Settled, error) {
 		return Settled{}, fmt.Errorf("replica on %s differs from %s", s.Slave.Name, s.Master.Name)
 	}
 	return s, nil
+}
+
+// WaitServing is WaitSettled for a pair whose master keeps being written:
+// instead of identical trees it waits for a marker file written on the
+// master after the rest to reach the replica.
+func WaitServing(ctx context.Context, p *failpair.Pair, marker string) (Settled, error) {
+	var last error
+	written := map[*agentpair.Node]string{}
+	for {
+		s, err := serving(p)
+		if err == nil {
+			want, ok := written[s.Master]
+			if !ok {
+				want = fmt.Sprintf("%s written on %s at %s\n", marker, s.Master.Name, time.Now().Format(time.RFC3339Nano))
+				if err = os.WriteFile(filepath.Join(s.Master.Mountpoint, marker), []byte(want), 0o644); err == nil {
+					written[s.Master] = want
+				}
+			}
+			if err == nil {
+				b, rerr := os.ReadFile(filepath.Join(s.Slave.Mountpoint, marker))
+				if rerr == nil && string(b) == want {
+					return s, nil
+				}
+				err = fmt.Errorf("marker %s not on %s's replica yet (%v)", marker, s.Slave.Name, rerr)
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return Settled{}, fmt.Errorf("pair not serving: %w", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Stashes lists the stash datasets in n's pool with their mountpoints.

@@ -1,9 +1,12 @@
 // Package faults is the standing fault suite of the host tier: real flocker
 // agents (started from their INI files as real processes, each in its netns
 // host on its own zfs-fuse pool) are killed, starved of space, lied to by
-// zfs and fed hostile input, and each test reports writes acknowledged
-// against writes found afterwards (internal/ackcheck). Faults that need
-// failover (partitions with a winner, the soak) come with issue 5.
+// zfs, cut apart (internal/chaos: a pulled cable, nftables drops both ways
+// and one way, with and without a witness), have their hooks killed and are
+// fed hostile input, and each test reports writes acknowledged against
+// writes found afterwards (internal/ackcheck). Clock jumps run in OpenZFS
+// qemu guests (internal/vmtest), whose clocks may be stepped. The soak is
+// test/soak.
 package faults
 
 import (
