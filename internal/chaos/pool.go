@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // FillerName is the dataset FillPool creates in a pool.
@@ -32,17 +33,29 @@ func FillPool(ctx context.Context, pool string, slack int64) (undo func() error,
 		if reserve <= 0 {
 			return nil, fmt.Errorf("pool %s has only %d bytes available", pool, avail)
 		}
-		if _, err = zfsOut(ctx, "create", "-o", "reservation="+strconv.FormatInt(reserve, 10), ds); err == nil {
-			return func() error {
-				_, err := zfsOut(context.WithoutCancel(ctx), "destroy", ds)
-				return err
-			}, nil
+		// Never mounted: a mounted zfs-fuse dataset can be busy for a
+		// while after anything looked at it, and then refuses destroy.
+		if _, err = zfsOut(ctx, "create", "-o", "canmount=off", "-o", "reservation="+strconv.FormatInt(reserve, 10), ds); err == nil {
+			return func() error { return destroy(context.WithoutCancel(ctx), ds) }, nil
 		}
 		if !strings.Contains(err.Error(), "out of space") && !strings.Contains(err.Error(), "size is greater than available space") {
 			return nil, err
 		}
 	}
 	return nil, fmt.Errorf("filling %s: space kept moving", pool)
+}
+
+// destroy destroys ds, retrying a busy one for a while (plain destroy,
+// never forced: see internal/rig on zfs-fuse).
+func destroy(ctx context.Context, ds string) error {
+	var err error
+	for try := 0; try < 30; try++ {
+		if _, err = zfsOut(ctx, "destroy", ds); err == nil || !strings.Contains(err.Error(), "busy") {
+			return err
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
 
 func zfsOut(ctx context.Context, args ...string) (string, error) {
