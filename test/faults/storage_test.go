@@ -187,15 +187,7 @@ func TestBehindTheAgentsBack(t *testing.T) {
 	if len(replica) < 3 {
 		t.Fatalf("replica holds %v: want at least three snapshots", replica)
 	}
-	master := snapshots(t, p.Master.Dataset)
-	var held []string
-	for _, s := range master {
-		if out, err := zfs("get", "-H", "-o", "value", "userrefs", s); err != nil {
-			t.Fatalf("userrefs of %s: %v\n%s", s, err, out)
-		} else if out != "0" {
-			held = append(held, s)
-		}
-	}
+	held := heldSnapshots(t, p.Master.Dataset)
 	t.Logf("master holds %v; replica has %v", held, replica)
 	if len(held) == 0 {
 		t.Fatal("no snapshot on the master is held")
@@ -265,6 +257,12 @@ func TestBehindTheAgentsBack(t *testing.T) {
 		if err := p.Master.Stop(); err != nil {
 			t.Fatal(err)
 		}
+		// The last subtest's transfer moved the hold to a newer base.
+		held := heldSnapshots(t, p.Master.Dataset)
+		if len(held) == 0 {
+			t.Fatal("no snapshot on the master is held")
+		}
+		base := held[len(held)-1]
 		before := snapshots(t, p.Master.Dataset)
 		out, err := zfs("rollback", "-r", before[0])
 		if err == nil {
@@ -274,7 +272,7 @@ func TestBehindTheAgentsBack(t *testing.T) {
 		// zfs-fuse destroys the later snapshots that are not held before it
 		// meets the held one and refuses: the rollback itself is refused,
 		// the live data and the base stay.
-		t.Logf("zfs rollback -r %s: %s; snapshots %d before, %d after", before[0], out, len(before), len(after))
+		t.Logf("zfs rollback -r %s: %s; snapshots %d before, %d after; base %s", before[0], out, len(before), len(after), short(base))
 		if !contains(after, base) {
 			t.Fatalf("the base %s is gone", base)
 		}
@@ -300,6 +298,21 @@ func TestBehindTheAgentsBack(t *testing.T) {
 		}
 		resumed(t, "rolling the replica back to "+short(to), marks)
 	})
+}
+
+// heldSnapshots lists a dataset's snapshots that carry a hold, oldest
+// first.
+func heldSnapshots(t *testing.T, dataset string) []string {
+	t.Helper()
+	var held []string
+	for _, s := range snapshots(t, dataset) {
+		if out, err := zfs("get", "-H", "-o", "value", "userrefs", s); err != nil {
+			t.Fatalf("userrefs of %s: %v\n%s", s, err, out)
+		} else if out != "0" {
+			held = append(held, s)
+		}
+	}
+	return held
 }
 
 func contains(list []string, s string) bool {
