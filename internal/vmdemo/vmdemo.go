@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/flockerha/flocker/internal/agentpair"
@@ -91,7 +90,7 @@ exec /share/guestexec -listen "${FLOCKER_VM_IP%/*}:9200"
 // Run tells the story on w and returns what it measured. It removes
 // everything it made (guests, taps, namespaces) before it returns.
 func Run(ctx context.Context, w io.Writer, opts Options) (sum Summary, err error) {
-	out := &syncWriter{w: w}
+	out := &demotext.SyncWriter{W: w}
 	start := time.Now()
 	step := func(format string, args ...any) {
 		fmt.Fprintf(out, "\n[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
@@ -244,8 +243,10 @@ printf '%%s' '%[2]s' >%[1]s/%[3]s`, a.mountpoint, servedBefore, servedFile)); er
 	fmt.Fprintf(out, "  alpha holds %v and its start hook started the service: C is served %s after %v\n", vip.Addr(), servedFile, time.Since(t0).Round(time.Millisecond))
 
 	step("client C requests %s through %v every %v from now on (it prints only changes)", servedFile, vip.Addr(), clientEvery)
-	c := startClient(ctx, seg, out, start)
-	closers = append(closers, func() error { c.stop(); return nil })
+	c := demotext.StartClient(ctx, out, start, clientEvery, func(ctx context.Context) (string, error) {
+		return seg.get(ctx, netip.AddrPortFrom(vip.Addr(), servicePort), servedFile, clientTimeout)
+	})
+	closers = append(closers, func() error { c.Stop(); return nil })
 
 	step("write on alpha, read it back on beta's replica: the lag, from alpha's write() returning to beta seeing the file")
 	fmt.Fprintln(out, "  (both ends timed on this machine through guestexec: a write request to a, a wait request to b)")
@@ -426,8 +427,8 @@ done`, offlineFile, strings.TrimSuffix(offlineContent, "\n")))
 		}
 		fmt.Fprintf(out, "  flocker status on %s (exit %d):\n%s", g.node, code, demotext.Indent(res, "    "))
 	}
-	c.stop()
-	sum.Answered, sum.NotAnswered = c.counts()
+	c.Stop()
+	sum.Answered, sum.NotAnswered = c.Counts()
 	sum.Total = time.Since(start)
 
 	step("summary")
@@ -568,67 +569,3 @@ func tail(s string, n int) string {
 }
 
 func firstLine(s string, max int) string { return demotext.FirstLine(s, max) }
-
-// client is C's request loop through the floating address.
-type client struct {
-	cancel         context.CancelFunc
-	done           chan struct{}
-	mu             sync.Mutex
-	served, failed int
-}
-
-func startClient(ctx context.Context, seg *segment, out io.Writer, start time.Time) *client {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &client{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		last := ""
-		for {
-			body, err := seg.get(ctx, netip.AddrPortFrom(vip.Addr(), servicePort), servedFile, clientTimeout)
-			if ctx.Err() != nil {
-				return
-			}
-			now := "answered: " + strings.TrimSpace(body)
-			if err != nil {
-				now = "no answer (" + firstLine(err.Error(), 60) + ")"
-			}
-			c.mu.Lock()
-			if err != nil {
-				c.failed++
-			} else {
-				c.served++
-			}
-			c.mu.Unlock()
-			if now != last {
-				fmt.Fprintf(out, "  [%5.1fs] C: %s\n", time.Since(start).Seconds(), now)
-				last = now
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(clientEvery):
-			}
-		}
-	}()
-	return c
-}
-
-func (c *client) stop() { c.cancel(); <-c.done }
-
-func (c *client) counts() (served, failed int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.served, c.failed
-}
-
-// syncWriter serialises writes from the story and C's loop.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
-}

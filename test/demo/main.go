@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -71,7 +70,7 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("flocker binary: %w (run make build)", err)
 	}
-	out := &syncWriter{w: w} // client C's loop prints from its own goroutine
+	out := &demotext.SyncWriter{W: w} // client C's loop prints from its own goroutine
 	start := time.Now()
 	step := func(format string, args ...any) {
 		fmt.Fprintf(out, "\n[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
@@ -173,8 +172,10 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 	fmt.Fprintf(out, "  alpha holds %v and its start hook started the service: C is served %s\n", p.VIP, served)
 
 	step("client C requests %s through %v every %v from now on (it prints only changes)", servedFile, p.VIP, clientEvery)
-	c := startClient(ctx, p, out, start)
-	closers = append(closers, func() error { c.stop(); return nil })
+	c := demotext.StartClient(ctx, out, start, clientEvery, func(context.Context) (string, error) {
+		return p.Get(servedFile, time.Second)
+	})
+	closers = append(closers, func() error { c.Stop(); return nil })
 
 	step("write on alpha, read it back on beta's replica: the lag, measured from write() returning")
 	var lags []time.Duration
@@ -330,8 +331,8 @@ func run(ctx context.Context, w io.Writer, bin string, log *slog.Logger) (err er
 			return err
 		}
 	}
-	c.stop()
-	answered, failed := c.counts()
+	c.Stop()
+	answered, failed := c.Counts()
 
 	step("summary")
 	fmt.Fprintf(out, "  replication lag (write on the master -> visible on the replica): median %v, max %v\n",
@@ -440,67 +441,6 @@ func zfsGet(ctx context.Context, ds, prop string) (string, error) {
 		return "", fmt.Errorf("zfs get %s %s: %w: %s", prop, ds, err, b)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// client is C's request loop through the floating address.
-type client struct {
-	cancel         context.CancelFunc
-	done           chan struct{}
-	mu             sync.Mutex
-	served, failed int
-}
-
-func startClient(ctx context.Context, p *failpair.Pair, out io.Writer, start time.Time) *client {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &client{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		last := ""
-		for {
-			body, err := p.Get(servedFile, time.Second)
-			now := "answered: " + strings.TrimSpace(body)
-			if err != nil {
-				now = "no answer (" + demotext.FirstLine(err.Error(), 60) + ")"
-			}
-			c.mu.Lock()
-			if err != nil {
-				c.failed++
-			} else {
-				c.served++
-			}
-			c.mu.Unlock()
-			if now != last {
-				fmt.Fprintf(out, "  [%5.1fs] C: %s\n", time.Since(start).Seconds(), now)
-				last = now
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(clientEvery):
-			}
-		}
-	}()
-	return c
-}
-
-func (c *client) stop() { c.cancel(); <-c.done }
-
-func (c *client) counts() (served, failed int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.served, c.failed
-}
-
-// syncWriter serialises writes from the demo and C's loop.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
 }
 
 // demoTier is alpha's notifier tier: the best eBPF tier this development
