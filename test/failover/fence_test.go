@@ -119,6 +119,15 @@ func TestFencedMasterPausesReplication(t *testing.T) {
 	}
 	fence := waitDecision(t, p.Master, mark, "fencing", 30*time.Second)
 	t.Logf("A fenced: %s", fence.Str("note"))
+	// A snapshot already running when the fence was decided may finish (and
+	// log) before the loop stops; count from the loop's end.
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stopCancel()
+	if _, err := p.Master.Log.Wait(stopCtx, mark, func(r agentpair.Record) bool {
+		return r.Msg() == "dataset loop stopped" && r.Str("was") == "master"
+	}); err != nil {
+		t.Fatalf("A's master loop was not stopped by the fence: %v", err)
+	}
 	markFenced := p.Master.Log.Len()
 	time.Sleep(3 * time.Second) // 15 timer intervals
 	if err := p.Master.Host.LinkUp(); err != nil {
