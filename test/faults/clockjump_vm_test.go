@@ -13,7 +13,6 @@ import (
 
 	"github.com/flockerha/flocker/internal/vmtest"
 	"github.com/flockerha/flocker/snapshot"
-	"github.com/flockerha/flocker/transport/pki"
 )
 
 // TestClockJumps steps the wall clock of each agent's machine a day
@@ -33,15 +32,7 @@ func TestClockJumps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{}
-	prints := map[string]string{}
-	for _, name := range []string{"a", "b"} {
-		cr, err := pki.Generate(name, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name+".crt"], files[name+".key"], prints[name] = cr.CertPEM, cr.KeyPEM, cr.Fingerprint
-	}
+	files, prints := vmtest.PairCredentials(t)
 	ip := map[string]string{"a": "192.0.2.11", "b": "192.0.2.12"}
 	zfs := map[string]string{"a": "tank/app", "b": "backup/app"}
 	role := map[string]string{"a": "master", "b": "slave"}

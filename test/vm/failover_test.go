@@ -25,7 +25,7 @@ func TestFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, prints := guestCredentials(t)
+	files, prints := vmtest.PairCredentials(t)
 	ip := map[string]string{"a": "192.0.2.11", "b": "192.0.2.12"}
 	zfs := map[string]string{"a": "tank/app", "b": "backup/app"}
 	mnt := map[string]string{"a": "/tank/app", "b": "/backup/app"}

@@ -32,7 +32,7 @@ func TestReplication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, prints := guestCredentials(t)
+	files, prints := vmtest.PairCredentials(t)
 	ip := map[string]string{"a": "192.0.2.11", "b": "192.0.2.12"}
 	zfs := map[string]string{"a": "tank/app", "b": "backup/app"}
 	role := map[string]string{"a": "master", "b": "slave"}

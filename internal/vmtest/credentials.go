@@ -1,4 +1,4 @@
-package vm_test
+package vmtest
 
 import (
 	"testing"
@@ -7,12 +7,12 @@ import (
 	"github.com/flockerha/flocker/transport/pki"
 )
 
-// guestCredentials makes guests a's and b's certificates and keys, as the
+// PairCredentials makes guests a's and b's certificates and keys, as the
 // files the guests read (NAME.crt, NAME.key), and their fingerprints.
-func guestCredentials(t *testing.T) (map[string][]byte, map[string]string) {
+func PairCredentials(t testing.TB) (files map[string][]byte, prints map[string]string) {
 	t.Helper()
-	files := map[string][]byte{}
-	prints := map[string]string{}
+	files = map[string][]byte{}
+	prints = map[string]string{}
 	for _, name := range []string{"a", "b"} {
 		cr, err := pki.Generate(name, time.Now())
 		if err != nil {
