@@ -80,25 +80,7 @@ func TestHostDies(t *testing.T) {
 // A's writes are in a stash, and B's replicate to A incrementally.
 func TestPartitionedMasterWrites(t *testing.T) {
 	p := newPair(t, false)
-	startServing(t, p)
-	e0 := state(t, p.Master).Epoch
-	writeFile(t, p.Master, "base.txt", "common\n")
-	waitFile(t, p.Slave, "base.txt", "common\n", syncTimeout)
-
-	if err := p.Master.Host.LinkDown(); err != nil {
-		t.Fatal(err)
-	}
-	mark := p.Master.Log.Len()
-	writeFile(t, p.Master, "a-only.txt", "acknowledged by A alone\n")
-	waitRecordMsg(t, p.Master, mark, "snapshot taken", 30*time.Second)
-	b := waitState(t, p.Slave, config.RoleMaster, e0+1, serveTimeout)
-	// The state is written before the takeover's effects: B serves (and its
-	// dataset is writable) once C gets an answer, which only B can give.
-	sctx, scancel := context.WithTimeout(context.Background(), serveTimeout)
-	defer scancel()
-	if _, err := p.WaitServed(sctx, "base.txt", "common\n"); err != nil {
-		t.Fatal(err)
-	}
+	b, _ := cutMasterWhileItWrites(t, p)
 	writeFile(t, p.Slave, "b-only.txt", "acknowledged by B alone\n")
 	waitRecordMsg(t, p.Slave, 0, "snapshot taken", 30*time.Second)
 

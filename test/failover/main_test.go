@@ -203,3 +203,31 @@ func waitRecordMsg(t *testing.T, n *agentpair.Node, mark int, m string, timeout 
 	}
 	return r
 }
+
+// cutMasterWhileItWrites serves, replicates base.txt, pulls A's cable, has
+// A write (and snapshot) a-only.txt alone, and waits until B took the next
+// epoch and serves C: the state is written before the takeover's effects,
+// so B serves (and its dataset is writable) once C gets an answer, which
+// only B can give. It returns B's state and A's log position before A's
+// lone write.
+func cutMasterWhileItWrites(t *testing.T, p *failpair.Pair) (config.State, int) {
+	t.Helper()
+	startServing(t, p)
+	e0 := state(t, p.Master).Epoch
+	writeFile(t, p.Master, "base.txt", "common\n")
+	waitFile(t, p.Slave, "base.txt", "common\n", syncTimeout)
+
+	if err := p.Master.Host.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	mark := p.Master.Log.Len()
+	writeFile(t, p.Master, "a-only.txt", "acknowledged by A alone\n")
+	waitRecordMsg(t, p.Master, mark, "snapshot taken", 30*time.Second)
+	b := waitState(t, p.Slave, config.RoleMaster, e0+1, serveTimeout)
+	sctx, scancel := context.WithTimeout(context.Background(), serveTimeout)
+	defer scancel()
+	if _, err := p.WaitServed(sctx, "base.txt", "common\n"); err != nil {
+		t.Fatal(err)
+	}
+	return b, mark
+}

@@ -1,13 +1,11 @@
 package failover
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/flockerha/flocker/agent/config"
 )
@@ -37,23 +35,7 @@ func TestStashOwnMountpoint(t *testing.T) {
 	if v, src := zfsGet(t, p.Master.Dataset, "mountpoint"); v != orig || src != "local" {
 		t.Fatalf("mountpoint of %s is %s (%s); want %s, local", p.Master.Dataset, v, src, orig)
 	}
-	startServing(t, p)
-	e0 := state(t, p.Master).Epoch
-	writeFile(t, p.Master, "base.txt", "common\n")
-	waitFile(t, p.Slave, "base.txt", "common\n", syncTimeout)
-
-	if err := p.Master.Host.LinkDown(); err != nil {
-		t.Fatal(err)
-	}
-	mark := p.Master.Log.Len()
-	writeFile(t, p.Master, "a-only.txt", "acknowledged by A alone\n")
-	waitRecordMsg(t, p.Master, mark, "snapshot taken", 30*time.Second)
-	b := waitState(t, p.Slave, config.RoleMaster, e0+1, serveTimeout)
-	sctx, scancel := context.WithTimeout(context.Background(), serveTimeout)
-	defer scancel()
-	if _, err := p.WaitServed(sctx, "base.txt", "common\n"); err != nil {
-		t.Fatal(err)
-	}
+	b, mark := cutMasterWhileItWrites(t, p)
 	if err := p.Master.Host.LinkUp(); err != nil {
 		t.Fatal(err)
 	}
