@@ -8,11 +8,13 @@ import (
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // zfs runs one zfs command (no shell) and returns its stdout.
 func zfs(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "zfs", args...)
+	cmd.WaitDelay = 5 * time.Second // a forked mount helper may hold the pipes
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

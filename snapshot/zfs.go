@@ -83,6 +83,9 @@ func (c *CLI) Zpool(ctx context.Context, args ...string) ([]byte, error) {
 
 func (c *CLI) run(ctx context.Context, bin string, args []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
+	// zfs forks mount helpers that inherit stdout/stderr; one stuck on a hung
+	// file system must not keep Wait (and the agent's loop) waiting for EOF.
+	cmd.WaitDelay = streamDrainIdle
 	// Messages are parsed (dialect detection, typed errors): keep them untranslated.
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	var stdout, stderr bytes.Buffer

@@ -59,7 +59,9 @@ func destroy(ctx context.Context, ds string) error {
 }
 
 func zfsOut(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "zfs", args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "zfs", args...)
+	cmd.WaitDelay = 5 * time.Second // a forked mount helper may hold the pipes
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("zfs %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}

@@ -28,6 +28,9 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, zfsCmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	// zpool destroy forks umount, which inherits the pipes; stuck on a wedged
+	// daemon it kept Wait waiting for EOF for an hour after the kill (CI).
+	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -40,7 +43,9 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 func zfsAnswers(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return exec.CommandContext(ctx, "zpool", "list", "-H", "-o", "name").Run() == nil
+	cmd := exec.CommandContext(ctx, "zpool", "list", "-H", "-o", "name")
+	cmd.WaitDelay = time.Second
+	return cmd.Run() == nil
 }
 
 // listPools returns the names of the pools the daemon knows.
