@@ -4,18 +4,13 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/flockerha/flocker/internal/testutil"
-	"github.com/flockerha/flocker/snapshot"
-	"golang.org/x/sys/unix"
+	"github.com/flockerha/flocker/internal/rig"
+	"github.com/flockerha/flocker/internal/rig/rigtest"
 )
 
 // testLog routes the code's debug logs into the test's output.
@@ -30,84 +25,11 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var poolSeq atomic.Int32
-
-// zfsFusePool creates a pool on a sparse file, mounted under a temporary
-// directory, with a name unique on this machine, and destroys it afterwards.
-func zfsFusePool(t *testing.T, cli *snapshot.CLI) (name, mountpoint string) {
-	t.Helper()
-	dir := t.TempDir()
-	name = fmt.Sprintf("flkprobe-%d-%d", os.Getpid(), poolSeq.Add(1))
-	img := filepath.Join(dir, "pool.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 128<<20); err != nil {
-		t.Fatal(err)
-	}
-	mountpoint = filepath.Join(dir, "mnt")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := cli.Zpool(ctx, "create", "-m", mountpoint, name, img); err != nil {
-		t.Fatalf("creating pool: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		// Never `destroy -f` on zfs-fuse: forcing the unmount while any file
-		// is open leaves the daemon looping forever in its unmount callback,
-		// and every mount it serves hangs. A plain destroy refuses a busy pool.
-		var err error
-		for ctx.Err() == nil {
-			if _, err = cli.Zpool(ctx, "destroy", name); err == nil {
-				return
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		t.Errorf("destroying pool %s: %v", name, err)
-	})
-	return name, mountpoint
-}
-
-// zfsFuseMountsAnswer checks that the zfs-fuse daemon serves its existing
-// mounts: its CLI socket can answer while its FUSE side hangs, and then every
-// statfs on its mounts blocks (and a pool made now could not be destroyed).
-func zfsFuseMountsAnswer() error {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || (f[2] != "fuse.zfs" && f[1] != "/zfs-kstat") {
-			continue
-		}
-		done := make(chan error, 1)
-		go func() { // abandoned if it blocks; the thread ends with the test binary
-			var st unix.Statfs_t
-			done <- unix.Statfs(f[1], &st)
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("statfs %s: %w", f[1], err)
-			}
-		case <-time.After(2 * time.Second):
-			return fmt.Errorf("statfs %s blocked for 2s: the daemon is not serving its mounts", f[1])
-		}
-	}
-	return nil
-}
-
 // zfs-fuse is FUSE: statfs reports no fsid, so FID-mode fanotify cannot mark
 // its filesystems; the kernel's refusal must be the reason.
 func TestProbeMountpointZFSFuse(t *testing.T) {
-	testutil.RequireRoot(t)
-	cli := snapshot.NewCLI("", "", testLog(t))
-	_, err := cli.Zpool(context.Background(), "list")
-	testutil.RequireNoError(t, "zfs tools answering (zfs-fuse daemon running?)", err)
-	testutil.RequireNoError(t, "zfs-fuse answering FUSE requests", zfsFuseMountsAnswer())
-	_, mnt := zfsFusePool(t, cli)
+	// The rig restarts a wedged daemon (CLI or FUSE side) before the pool.
+	mnt := rigtest.Pool(t, rig.PoolOptions{Size: 128 << 20}).Mountpoint
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

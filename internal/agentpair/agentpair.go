@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/flockerha/flocker/agent/config"
@@ -84,7 +85,9 @@ func New(ctx context.Context, opts Options) (_ *Pair, err error) {
 			err = errors.Join(err, p.Close())
 		}
 	}()
-	z, err := rig.EnsureZFS(ctx, rig.ZFSOptions{Logger: opts.Logger})
+	// Tests also watch the daemon while the pair lives: a wedge must cost
+	// one test, not the run.
+	z, err := rig.EnsureZFS(ctx, rig.ZFSOptions{Logger: opts.Logger, Watchdog: testing.Testing()})
 	if err != nil {
 		return nil, err
 	}

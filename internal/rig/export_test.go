@@ -1,5 +1,7 @@
 package rig
 
+import "time"
+
 // Test hooks for the external tests in package rig_test.
 
 // ErrInjected is the error a build step fails with under WithFailAt.
@@ -10,4 +12,10 @@ var ErrInjected = errInjected
 func WithFailAt(o NetworkOptions, step string) NetworkOptions {
 	o.failAt = step
 	return o
+}
+
+// SetWedgeTimings shortens the wedge probe timeout and the watchdog's period
+// for a test process.
+func SetWedgeTimings(probe, every time.Duration) {
+	wedgeProbeTimeout, wedgeCheckEvery = probe, every
 }

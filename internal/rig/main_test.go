@@ -38,6 +38,8 @@ func TestMain(m *testing.M) {
 		}
 	case "zfs-private":
 		os.Exit(childMain(childZFSPrivate))
+	case "zfs-wedge":
+		os.Exit(childMain(childZFSWedge))
 	case "kernelfs-private":
 		os.Exit(childMain(childKernelFSPrivate))
 	}

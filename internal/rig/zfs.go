@@ -118,6 +118,9 @@ type ZFSOptions struct {
 	// start takes about a second, but the machine may be busy with builds.
 	StartTimeout time.Duration
 	Logger       *slog.Logger
+	// Watchdog checks the daemon every 15 s while this handle is open and
+	// restarts it when wedged (tests: a wedge must cost one test, not a run).
+	Watchdog bool
 }
 
 // ZFS is one user's hold on the zfs-fuse daemon. Every holder keeps a shared
@@ -125,11 +128,12 @@ type ZFSOptions struct {
 // on Close only when it can take that lock exclusively (no other rig user) and
 // the daemon has no pools left (none of anyone else's either).
 type ZFS struct {
-	runDir  string
-	log     *slog.Logger
-	users   *os.File
-	started bool
-	pid     int
+	runDir   string
+	log      *slog.Logger
+	users    *os.File
+	started  bool
+	pid      int
+	watching bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -169,22 +173,35 @@ func EnsureZFS(ctx context.Context, opts ZFSOptions) (_ *ZFS, err error) {
 			z.users.Close()
 		}
 	}()
+	if err := z.ensure(ctx, timeout); err != nil {
+		return nil, err
+	}
+	if opts.Watchdog {
+		z.watching = true
+		z.watch(opts)
+	}
+	return z, nil
+}
+
+// ensure makes the daemon answer on both sides (CLI socket and FUSE),
+// starting it or restarting a wedged one. The caller holds the start lock.
+func (z *ZFS) ensure(ctx context.Context, timeout time.Duration) error {
 	if zfsAnswers(ctx) {
-		return z, nil
+		if err := FUSEServes(wedgeProbeTimeout); err != nil {
+			return z.restartWedged(ctx, err, timeout)
+		}
+		return nil
 	}
 	if pids := sameMountNS(processesNamed("zfs-fuse")); len(pids) > 0 {
 		// Someone else is starting it (setup-host.sh, an operator): wait for
 		// that daemon rather than start a second one.
 		z.log.Info("zfs-fuse runs but does not answer yet; waiting", "pids", pids)
 		if err := waitAnswers(ctx, timeout); err != nil {
-			return nil, fmt.Errorf("zfs-fuse (pids %v) does not answer: %w", pids, err)
+			return z.restartWedged(ctx, fmt.Errorf("zfs-fuse (pids %v) does not answer: %w", pids, err), timeout)
 		}
-		return z, nil
+		return nil
 	}
-	if err := z.start(ctx, timeout); err != nil {
-		return nil, err
-	}
-	return z, nil
+	return z.start(ctx, timeout)
 }
 
 func (z *ZFS) start(ctx context.Context, timeout time.Duration) error {
@@ -257,6 +274,9 @@ func (z *ZFS) Close() error {
 }
 
 func (z *ZFS) close() error {
+	if z.watching {
+		unwatch()
+	}
 	if !z.started {
 		return z.users.Close()
 	}

@@ -261,6 +261,13 @@ func zfsFusePIDs(t testing.TB) []int {
 // private mount namespace where the daemon's state directories are empty
 // tmpfs: there it is alone, starts its own zfs-fuse and may stop it.
 func TestZFSDaemonStartStopInPrivateMountNamespace(t *testing.T) {
+	runPrivateDaemonChild(t, "zfs-private")
+}
+
+// runPrivateDaemonChild runs the child scenario mode in a private mount
+// namespace (see childMain) and fails the test unless it ends with CHILD OK.
+func runPrivateDaemonChild(t *testing.T, mode string) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	for _, tool := range []string{"zfs-fuse", "zpool"} {
 		_, err := exec.LookPath(tool)
@@ -285,10 +292,10 @@ func TestZFSDaemonStartStopInPrivateMountNamespace(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	out, err := runChild(t, []string{childEnv + "=zfs-private", childRunDirEnv + "=" + runDir, "FLOCKER_RIG_TEST_PARENT_MNTNS=" + selfMnt}, true)
+	out, err := runChild(t, []string{childEnv + "=" + mode, childRunDirEnv + "=" + runDir, "FLOCKER_RIG_TEST_PARENT_MNTNS=" + selfMnt}, true)
 	t.Logf("child output:\n%s", out)
 	if err != nil || !strings.Contains(out, "CHILD OK") {
-		t.Fatalf("private-namespace daemon scenario failed: %v", err)
+		t.Fatalf("private-namespace daemon scenario %s failed: %v", mode, err)
 	}
 }
 
@@ -308,7 +315,10 @@ func enterPrivateMounts() error {
 	return nil
 }
 
-func childZFSPrivate(ctx context.Context, logf func(string, ...any)) (err error) {
+// hideDaemonState enters the private mount namespace and covers the
+// daemon's socket, lock and cache directories with empty tmpfs: a daemon
+// started there is alone and sees none of the machine's pools.
+func hideDaemonState() error {
 	if err := enterPrivateMounts(); err != nil {
 		return err
 	}
@@ -322,6 +332,13 @@ func childZFSPrivate(ctx context.Context, logf func(string, ...any)) (err error)
 	}
 	if exec.Command("zpool", "list").Run() == nil {
 		return errors.New("a daemon still answers inside the private namespace")
+	}
+	return nil
+}
+
+func childZFSPrivate(ctx context.Context, logf func(string, ...any)) (err error) {
+	if err := hideDaemonState(); err != nil {
+		return err
 	}
 	runDir := os.Getenv(childRunDirEnv)
 	log := slog.New(slog.NewTextHandler(os.Stdout, nil))

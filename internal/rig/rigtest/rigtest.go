@@ -44,7 +44,7 @@ func ZFS(t testing.TB) *rig.ZFS {
 	t.Helper()
 	testutil.RequireRoot(t)
 	requireTools(t, "zfs-fuse", "zpool", "zfs")
-	z, err := rig.EnsureZFS(context.Background(), rig.ZFSOptions{Logger: Logger(t)})
+	z, err := rig.EnsureZFS(context.Background(), rig.ZFSOptions{Logger: Logger(t), Watchdog: true})
 	if err != nil {
 		t.Fatalf("zfs-fuse: %v", err)
 	}
