@@ -52,15 +52,39 @@ command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "setup-host: G
 # zfs-fuse: one daemon serves every pool on the host, from any network namespace.
 # Ask the daemon itself (its socket), not pgrep: a zfs-fuse in another mount
 # namespace (a test's private one) matches a name search but serves nobody here.
-if ! zpool list >/dev/null 2>&1; then
+# Every zpool call is bounded: a wedged daemon (an upstream deadlock) never
+# answers. One this script started (its pid file) is restarted, as the test
+# rig does (internal/rig/wedge.go); anyone else's is left alone.
+answers() { timeout 30 zpool list >/dev/null 2>&1; }
+# zfs-fuse processes in this mount namespace (tests run private daemons in
+# namespaces of their own).
+daemons_here() {
+  local p
+  for p in $(pgrep -x zfs-fuse); do
+    [ "$(readlink "/proc/$p/ns/mnt")" = "$(readlink /proc/self/ns/mnt)" ] && echo "$p"
+  done
+  return 0
+}
+if ! answers; then
   pidfile=/run/zfs-fuse.pid
+  pid=$(cat "$pidfile" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = zfs-fuse ]; then
+    echo "setup-host: zfs-fuse (pid $pid, started here) does not answer within 30 s: wedged; restarting it"
+    kill -9 "$pid"
+    for _ in $(seq 100); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+    # Its mounts are dead: detach them, deepest first.
+    awk '$3 == "fuse.zfs" || $2 == "/zfs-kstat" { print $2 }' /proc/self/mounts | sort -r | xargs -r -n1 umount -l
+  elif [ -n "$(daemons_here)" ]; then
+    echo "setup-host: a zfs-fuse this script did not start runs but does not answer; restart it by hand" >&2
+    exit 1
+  fi
   # zfs-fuse refuses to start over a pid file whose process is gone.
   if [ -e "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then rm -f "$pidfile"; fi
   echo "setup-host: starting zfs-fuse"
   zfs-fuse --pidfile "$pidfile"
-  for _ in $(seq 100); do zpool list >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 100); do answers && break; sleep 0.1; done
 fi
-zpool list >/dev/null 2>&1 || { echo "setup-host: zfs-fuse does not answer" >&2; exit 1; }
+answers || { echo "setup-host: zfs-fuse does not answer" >&2; exit 1; }
 
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
