@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,49 +38,73 @@ const kstatMount = "/zfs-kstat"
 
 // Variables only so that tests can shorten them.
 var (
-	// wedgeProbeTimeout is how long a healthy daemon may take to answer one
-	// request: milliseconds normally, seconds on a loaded 2-core machine.
-	wedgeProbeTimeout = 30 * time.Second
+	// wedgeProbeTimeout is how long one request may wait before the daemon
+	// counts as wedged: milliseconds normally, seconds on a loaded 2-core
+	// machine; a false restart fails every test on the daemon, so be patient.
+	wedgeProbeTimeout = 90 * time.Second
 	wedgeCheckEvery   = 15 * time.Second
 )
 
-// statfsInFlight is set while a statfs probe has not returned. A probe stuck
-// in the kernel cannot be cancelled; one still stuck is itself the answer.
-var statfsInFlight atomic.Bool
+// fuseProbe is the one statfs probe of a process. A statfs stuck in the
+// kernel cannot be cancelled: a later check waits on the same probe, and a
+// daemon counts as wedged once one statfs has been waiting for the timeout.
+var fuseProbe struct {
+	sync.Mutex
+	done  chan struct{} // nil while no probe runs
+	path  string        // the statfs running now
+	since time.Time     // when it started
+}
 
 // FUSEServes checks that the daemon answers FUSE requests: a statfs on each
-// of its mounts (kstat and every dataset) returns within timeout. The CLI
-// socket may answer while the FUSE side hangs, and then every access to a
-// dataset blocks. Errors do not count: a stale mount of a dead daemon fails
-// at once, it does not hang.
+// of its mounts (kstat and every dataset) in turn, none waiting for timeout.
+// The CLI socket may answer while the FUSE side hangs, and then every access
+// to a dataset blocks. Errors do not count: a stale mount of a dead daemon
+// fails at once, it does not hang.
 func FUSEServes(timeout time.Duration) error {
 	paths, err := daemonMounts()
 	if err != nil {
 		return err
 	}
-	if len(paths) == 0 {
-		return nil // nothing mounted: nothing to ask
-	}
-	if !statfsInFlight.CompareAndSwap(false, true) {
-		return errors.New("statfs on zfs-fuse mounts: an earlier probe is still blocked: the daemon does not serve its mounts")
-	}
-	var current atomic.Value
-	done := make(chan struct{})
-	go func() {
-		// Abandoned if it blocks; a restart of the daemon ends it.
-		defer statfsInFlight.Store(false)
-		defer close(done)
-		for _, p := range paths {
-			current.Store(p)
-			var st unix.Statfs_t
-			_ = unix.Statfs(p, &st)
+	fuseProbe.Lock()
+	if fuseProbe.done == nil {
+		if len(paths) == 0 {
+			fuseProbe.Unlock()
+			return nil // nothing mounted: nothing to ask
 		}
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(timeout):
-		return fmt.Errorf("statfs %s blocked for %v: the daemon does not serve its mounts", current.Load(), timeout)
+		done := make(chan struct{})
+		fuseProbe.done = done
+		fuseProbe.path, fuseProbe.since = paths[0], time.Now()
+		go func() {
+			// Abandoned while it blocks; a restart of the daemon ends it.
+			for i, p := range paths {
+				if i > 0 {
+					fuseProbe.Lock()
+					fuseProbe.path, fuseProbe.since = p, time.Now()
+					fuseProbe.Unlock()
+				}
+				var st unix.Statfs_t
+				_ = unix.Statfs(p, &st)
+			}
+			fuseProbe.Lock()
+			fuseProbe.done = nil
+			fuseProbe.Unlock()
+			close(done)
+		}()
+	}
+	done := fuseProbe.done
+	fuseProbe.Unlock()
+	for {
+		fuseProbe.Lock()
+		path, waited := fuseProbe.path, time.Since(fuseProbe.since)
+		fuseProbe.Unlock()
+		if waited >= timeout {
+			return fmt.Errorf("statfs %s waiting for %v: the daemon does not serve its mounts", path, waited.Round(time.Second))
+		}
+		select {
+		case <-done:
+			return nil
+		case <-time.After(timeout - waited):
+		}
 	}
 }
 
@@ -147,19 +170,23 @@ func (z *ZFS) restartWedged(ctx context.Context, reason error, timeout time.Dura
 			return fmt.Errorf("after killing wedged zfs-fuse: %w", err)
 		}
 	}
-	if err := z.recordWedge(pid, reason, detached); err != nil {
-		return err
+	// Recorded once the new daemon answers (or could not be started): the
+	// kill is what a test runner must know about, either way.
+	startErr := z.start(ctx, timeout)
+	outcome := fmt.Sprintf("restarted as pid %d", z.pid)
+	if startErr != nil {
+		outcome = "restart failed: " + startErr.Error()
 	}
-	return z.start(ctx, timeout)
+	return errors.Join(startErr, z.recordWedge(pid, reason, detached, outcome))
 }
 
-func (z *ZFS) recordWedge(pid int, reason error, detached int) error {
+func (z *ZFS) recordWedge(pid int, reason error, detached int, outcome string) error {
 	f, err := os.OpenFile(filepath.Join(z.runDir, WedgeLogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("recording zfs-fuse restart: %w", err)
 	}
 	defer f.Close()
-	_, err = fmt.Fprintf(f, "%s pid=%d detached=%d reason=%q\n", time.Now().UTC().Format(time.RFC3339), pid, detached, reason.Error())
+	_, err = fmt.Fprintf(f, "%s pid=%d detached=%d reason=%q %s\n", time.Now().UTC().Format(time.RFC3339), pid, detached, reason.Error(), outcome)
 	if err != nil {
 		return fmt.Errorf("recording zfs-fuse restart: %w", err)
 	}
@@ -250,8 +277,9 @@ func (z *ZFS) watch(opts ZFSOptions) {
 			if err := daemonHealth(ctx); err == nil || ctx.Err() != nil {
 				continue
 			}
-			// EnsureZFS re-checks under the start lock and restarts.
-			h, err := EnsureZFS(ctx, ZFSOptions{RunDir: runDir, Logger: log, StartTimeout: opts.StartTimeout})
+			// EnsureZFS re-checks under the start lock and restarts; not
+			// under ctx: the last user leaving must not cut a restart short.
+			h, err := EnsureZFS(context.Background(), ZFSOptions{RunDir: runDir, Logger: log, StartTimeout: opts.StartTimeout})
 			if err != nil {
 				log.Error("zfs-fuse watchdog", "err", err)
 				continue

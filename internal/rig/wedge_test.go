@@ -59,8 +59,8 @@ func childZFSWedge(ctx context.Context, logf func(string, ...any)) error {
 		return err
 	}
 	logf("stopped zfs-fuse pid %d", pid1)
-	if err := rig.FUSEServes(2 * time.Second); err == nil || !strings.Contains(err.Error(), "blocked") {
-		return fmt.Errorf("FUSEServes on a stopped daemon: got %v, want a blocked statfs", err)
+	if err := rig.FUSEServes(2 * time.Second); err == nil || !strings.Contains(err.Error(), "does not serve its mounts") {
+		return fmt.Errorf("FUSEServes on a stopped daemon: got %v, want a statfs left waiting", err)
 	}
 	z2, err := rig.EnsureZFS(ctx, opts)
 	if err != nil {
