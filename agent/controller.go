@@ -313,6 +313,23 @@ func stashName(zfs, name string, epoch uint64, at time.Time) string {
 	return fmt.Sprintf("%s/%s-%d-%s", stashParent(zfs), name, epoch, at.UTC().Format("20060102T150405Z"))
 }
 
+// freeStashName is stashName at the first second from at that no dataset
+// has: two divergences of one dataset at one epoch may be stashed within a
+// second (seen under load), and a rename onto the first stash fails.
+func freeStashName(ctx context.Context, z stashZFS, zfs, name string, epoch uint64, at time.Time) (string, error) {
+	for i := range 60 {
+		n := stashName(zfs, name, epoch, at.Add(time.Duration(i)*time.Second))
+		taken, err := z.Exists(ctx, n)
+		if err != nil {
+			return "", err
+		}
+		if !taken {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("dataset %s: no free stash name within a minute of %s", name, at.UTC().Format(time.RFC3339))
+}
+
 // stashZFS is what stashing needs beyond the loops' parts.
 type stashZFS interface {
 	Exists(ctx context.Context, name string) (bool, error)
@@ -396,7 +413,9 @@ func (a *Agent) Stash(ctx context.Context, dataset string) error {
 			return nil // done already
 		}
 		if name == "" {
-			name = stashName(ds, dataset, res.LoserEpoch, time.Now())
+			if name, err = freeStashName(ctx, z, ds, dataset, res.LoserEpoch, time.Now()); err != nil {
+				return err
+			}
 			r.mu.Lock()
 			r.stash = name
 			r.mu.Unlock()
