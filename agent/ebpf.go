@@ -432,7 +432,7 @@ func (e *EBPF) flush(ctx context.Context, tg *ebpfTarget) {
 		if report {
 			// 2. Flush, so the snapshot holds what the mappings stored
 			//    and the pages are write-protected again.
-			if err := syncfs(tg.Mountpoint); err != nil {
+			if err := flushes.syncfs(tg.Mountpoint, syncfsWait); err != nil {
 				e.o.log.Warn("syncfs failed; reporting the change anyway", "dataset", tg.Name, "err", err)
 			}
 			// 3. Report.

@@ -254,7 +254,7 @@ func (f *Fanotify) read(w *fanWatch) {
 		// Coalesce what the same burst queued, flush, and take what the
 		// flush saw arrive: it is all covered by the report that follows.
 		w.drain(buf, f.log)
-		if err := syncfs(w.target.Mountpoint); err != nil {
+		if err := flushes.syncfs(w.target.Mountpoint, syncfsWait); err != nil {
 			f.log.Warn("syncfs failed; reporting the change anyway", "dataset", w.target.Name, "err", err)
 		}
 		w.drain(buf, f.log)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -120,7 +121,7 @@ func (t *Timer) loop(ctx context.Context) {
 			sampled := time.Now()
 			// Flush first: stores through a shared mapping reach ZFS only
 			// on writeback, and `written` counts only what reached it.
-			if err := syncfs(tg.Mountpoint); err != nil {
+			if err := flushes.syncfs(tg.Mountpoint, syncfsWait); err != nil {
 				t.log.Warn("syncfs failed; the change check may miss mapped stores", "dataset", tg.Name, "err", err)
 			}
 			if !t.changed(ctx, tg) {
@@ -147,6 +148,52 @@ func (t *Timer) changed(ctx context.Context, tg Target) bool {
 		return true
 	}
 	return !ok || n > 0
+}
+
+// syncfsWait bounds one flush as the notifiers wait for it. A syncfs on a
+// FUSE file system waits for its daemon: one that never answered stopped a
+// notifier (and so every later snapshot of its dataset) for good in a CI run.
+const syncfsWait = 10 * time.Second
+
+// errFlushPending is a file system whose earlier syncfs has not returned.
+var errFlushPending = errors.New("an earlier syncfs of it has not returned")
+
+// flusher runs syncfs with a bound and at most one call per path in flight:
+// a call stuck in the kernel cannot be cancelled, only left behind.
+type flusher struct {
+	flush   func(path string) error
+	mu      sync.Mutex
+	pending map[string]bool
+}
+
+// flushes is shared by the notifiers: a stuck file system is stuck for all.
+var flushes = &flusher{flush: syncfs, pending: map[string]bool{}}
+
+// syncfs flushes path's file system, waiting at most wait; past that the
+// caller goes on without the flush (logged by the caller) and later calls
+// for the same path fail at once until the stuck one returns.
+func (f *flusher) syncfs(path string, wait time.Duration) error {
+	f.mu.Lock()
+	if f.pending[path] {
+		f.mu.Unlock()
+		return fmt.Errorf("syncfs %s: %w", path, errFlushPending)
+	}
+	f.pending[path] = true
+	f.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		err := f.flush(path)
+		f.mu.Lock()
+		delete(f.pending, path)
+		f.mu.Unlock()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(wait):
+		return fmt.Errorf("syncfs %s: no answer within %v", path, wait)
+	}
 }
 
 // syncfs flushes the filesystem holding path: dirty mmap pages reach ZFS
