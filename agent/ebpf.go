@@ -432,9 +432,7 @@ func (e *EBPF) flush(ctx context.Context, tg *ebpfTarget) {
 		if report {
 			// 2. Flush, so the snapshot holds what the mappings stored
 			//    and the pages are write-protected again.
-			if err := flushes.syncfs(tg.Mountpoint, syncfsWait); err != nil {
-				e.o.log.Warn("syncfs failed; reporting the change anyway", "dataset", tg.Name, "err", err)
-			}
+			flushes.flushLogged(e.o.log, tg.Mountpoint, tg.Name, "syncfs failed; reporting the change anyway")
 			// 3. Report.
 			e.queue(Change{Time: at, Dataset: tg.Name, Tier: e.tier, Hook: hook})
 		}

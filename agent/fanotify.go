@@ -254,9 +254,7 @@ func (f *Fanotify) read(w *fanWatch) {
 		// Coalesce what the same burst queued, flush, and take what the
 		// flush saw arrive: it is all covered by the report that follows.
 		w.drain(buf, f.log)
-		if err := flushes.syncfs(w.target.Mountpoint, syncfsWait); err != nil {
-			f.log.Warn("syncfs failed; reporting the change anyway", "dataset", w.target.Name, "err", err)
-		}
+		flushes.flushLogged(f.log, w.target.Mountpoint, w.target.Name, "syncfs failed; reporting the change anyway")
 		w.drain(buf, f.log)
 		select {
 		case f.changes <- Change{Time: time.Now(), Dataset: w.target.Name, Tier: TierFanotify, Hook: "fanotify/" + hook}:

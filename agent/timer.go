@@ -121,9 +121,7 @@ func (t *Timer) loop(ctx context.Context) {
 			sampled := time.Now()
 			// Flush first: stores through a shared mapping reach ZFS only
 			// on writeback, and `written` counts only what reached it.
-			if err := flushes.syncfs(tg.Mountpoint, syncfsWait); err != nil {
-				t.log.Warn("syncfs failed; the change check may miss mapped stores", "dataset", tg.Name, "err", err)
-			}
+			flushes.flushLogged(t.log, tg.Mountpoint, tg.Name, "syncfs failed; the change check may miss mapped stores")
 			if !t.changed(ctx, tg) {
 				continue
 			}
@@ -193,6 +191,20 @@ func (f *flusher) syncfs(path string, wait time.Duration) error {
 		return err
 	case <-time.After(wait):
 		return fmt.Errorf("syncfs %s: no answer within %v", path, wait)
+	}
+}
+
+// flushLogged is syncfs with the notifiers' logging: a failure or the
+// timeout is a warning (msg says what follows from it); while that call
+// stays stuck, the calls that find it pending log at debug level only.
+func (f *flusher) flushLogged(log *slog.Logger, path, dataset, msg string) {
+	err := f.syncfs(path, syncfsWait)
+	switch {
+	case err == nil:
+	case errors.Is(err, errFlushPending):
+		log.Debug(msg, "dataset", dataset, "err", err)
+	default:
+		log.Warn(msg, "dataset", dataset, "err", err)
 	}
 }
 
