@@ -116,6 +116,18 @@ func (n *Node) Running() bool { return n.PID() != 0 }
 // It returns the agent's exit error (nil for exit 0); no agent: nil.
 func (n *Node) Stop() error { return n.signal(syscall.SIGTERM, 30*time.Second) }
 
+// Dump sends SIGQUIT, on which the Go runtime writes every goroutine's
+// stack to stderr (this run's log file) and exits: what a stuck agent was
+// waiting on. For failed tests only: the agent stops without its cleanup.
+func (n *Node) Dump() error {
+	err := n.signal(syscall.SIGQUIT, 10*time.Second)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return nil // exit status 2 is the dump's
+	}
+	return err
+}
+
 // Kill sends SIGKILL and waits for the process to be gone.
 func (n *Node) Kill() error {
 	err := n.signal(syscall.SIGKILL, 10*time.Second)

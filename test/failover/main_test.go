@@ -56,17 +56,7 @@ func newPairWith(t *testing.T, witness bool, settings map[string]map[string]stri
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			keep := filepath.Join(os.TempDir(), "flocker-failover-logs-"+t.Name())
-			for _, n := range p.Nodes() {
-				t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(60))
-				logs, _ := filepath.Glob(filepath.Join(n.Dir, "agent-*.log"))
-				for _, l := range logs {
-					if b, err := os.ReadFile(l); err == nil && os.MkdirAll(keep, 0o755) == nil {
-						_ = os.WriteFile(filepath.Join(keep, n.Name+"-"+filepath.Base(l)), b, 0o644)
-					}
-				}
-			}
-			t.Logf("agent logs kept in %s", keep)
+			pairtest.KeepLogs(t, "flocker-failover-logs-"+t.Name(), p.Nodes())
 		}
 		if err := p.Close(); err != nil {
 			t.Errorf("closing the pair: %v", err)

@@ -105,17 +105,7 @@ func TestSoak(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			keep := filepath.Join(os.TempDir(), "flocker-soak-logs")
-			for _, n := range p.Nodes() {
-				t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(60))
-				logs, _ := filepath.Glob(filepath.Join(n.Dir, "agent-*.log"))
-				for _, l := range logs {
-					if b, err := os.ReadFile(l); err == nil && os.MkdirAll(keep, 0o755) == nil {
-						_ = os.WriteFile(filepath.Join(keep, n.Name+"-"+filepath.Base(l)), b, 0o644)
-					}
-				}
-			}
-			t.Logf("agent logs kept in %s", keep)
+			pairtest.KeepLogs(t, "flocker-soak-logs", p.Nodes())
 		}
 		if err := p.Close(); err != nil {
 			t.Errorf("closing the pair: %v", err)

@@ -74,9 +74,7 @@ func New(t *testing.T, bin string, opts agentpair.Options, notify map[string]str
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range p.Nodes() {
-				t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(40))
-			}
+			KeepLogs(t, "flocker-e2e-logs-"+filepath.Base(t.Name()), p.Nodes())
 		}
 		if err := p.Close(); err != nil {
 			t.Errorf("closing the pair: %v", err)
@@ -122,4 +120,28 @@ func WaitSame(t *testing.T, p *agentpair.Pair, timeout time.Duration) time.Durat
 		t.Fatal(err)
 	}
 	return d
+}
+
+// KeepLogs is for a failed test's cleanup, before the pair is closed: it
+// makes each running agent dump its goroutines into its log (a stuck agent
+// shows what it waits on), prints the tail of each node's records and copies
+// every run's log to os.TempDir()/dir, which outlives the test.
+func KeepLogs(t *testing.T, dir string, nodes []*agentpair.Node) {
+	t.Helper()
+	keep := filepath.Join(os.TempDir(), dir)
+	for _, n := range nodes {
+		if n.Running() {
+			if err := n.Dump(); err != nil {
+				t.Logf("goroutine dump of %s: %v", n.Name, err)
+			}
+		}
+		t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(60))
+		logs, _ := filepath.Glob(filepath.Join(n.Dir, "agent-*.log"))
+		for _, l := range logs {
+			if b, err := os.ReadFile(l); err == nil && os.MkdirAll(keep, 0o755) == nil {
+				_ = os.WriteFile(filepath.Join(keep, n.Name+"-"+filepath.Base(l)), b, 0o644)
+			}
+		}
+	}
+	t.Logf("agent logs (with goroutine dumps of the agents still running) kept in %s", keep)
 }
