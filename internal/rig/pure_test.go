@@ -3,7 +3,9 @@ package rig
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -62,4 +64,36 @@ func TestProcessNameOfSelf(t *testing.T) {
 	if got := processName(1 << 30); got != "" {
 		t.Errorf("processName(no such pid) = %q, want empty", got)
 	}
+}
+
+func TestProbeMountsKstatOrPoolRoots(t *testing.T) {
+	const base = `22 1 0:21 / /proc rw - proc proc rw
+90 22 0:50 / /zfs-kstat rw,nosuid - fuse kstat rw,user_id=0
+91 22 0:51 / /tmp/r-1/mnt rw - fuse.zfs flkrig-1 rw
+92 91 0:52 / /tmp/r-1/mnt/app rw - fuse.zfs flkrig-1/app rw
+93 91 0:53 / /tmp/r-1/mnt/flocker-stash/app-0-20261121T233751Z rw - fuse.zfs flkrig-1/flocker-stash/app-0-20261121T233751Z rw
+94 22 0:54 / /tmp/my\040pool/mnt rw - fuse.zfs flkrig-2 rw
+95 22 0:55 / /mnt/other rw - fuse sshfs rw
+`
+	got, err := probeMountsIn(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"/zfs-kstat"}) {
+		t.Errorf("with kstat mounted: probes %q, want only /zfs-kstat", got)
+	}
+	noKstat := strings.Replace(base, "90 22 0:50 / /zfs-kstat rw,nosuid - fuse kstat rw,user_id=0\n", "", 1)
+	got, err = probeMountsIn(noKstat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"/tmp/my pool/mnt", "/tmp/r-1/mnt"}; !slices.Equal(got, want) {
+		t.Errorf("without kstat: probes %q, want the pool roots %q", got, want)
+	}
+}
+
+func probeMountsIn(mountinfo string) ([]string, error) {
+	paths, sources, err := parseDaemonMounts(strings.NewReader(mountinfo))
+	return pickProbes(paths, sources), err
 }
