@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -41,20 +42,21 @@ func TestHeartbeatDatagrams(t *testing.T) {
 	// Garbage datagrams from the (pinned, but broken) peer: dropped and
 	// counted, nothing closed, heartbeats keep flowing.
 	valid, _ := AppendFrame(nil, Heartbeat{Seq: 2, Role: RoleMaster})
+	emptyName := base64.RawStdEncoding.EncodeToString(packDatasets([]DatasetHeartbeat{{}}))
 	garbage := [][]byte{
 		{},
 		{0xff, 0xff},
 		[]byte("not a frame at all"),
-		header(ProtocolVersion, TypeHeartbeat, 1<<31),                          // oversized length
-		append(header(ProtocolVersion, TypeHeartbeat, 10), "{}"...),            // length mismatch
-		frameBytes(TypeHeartbeat, `{"seq":3}`),                                 // invalid: no role
-		frameBytes(TypeHeartbeat, `{"seq":"three","role":"master"}`),           // bad JSON type
-		frameBytes(TypeError, `{"code":"x"}`),                                  // valid frame, wrong carriage
-		frameBytes(77, `{}`),                                                   // unknown type
-		append(append([]byte{}, valid...), 0),                                  // trailing byte
-		append([]byte{2}, valid[1:]...),                                        // other version
-		frameBytes(TypeHeartbeat, `{"seq":4,"role":"master","datasets":[{}]}`), // invalid dataset
-		frameBytes(TypeHeartbeat, `{"seq":4,"role":"master","held_ns":-1}`),    // negative timing
+		header(ProtocolVersion, TypeHeartbeat, 1<<31),                               // oversized length
+		append(header(ProtocolVersion, TypeHeartbeat, 10), "{}"...),                 // length mismatch
+		frameBytes(TypeHeartbeat, `{"seq":3}`),                                      // invalid: no role
+		frameBytes(TypeHeartbeat, `{"seq":"three","role":"master"}`),                // bad JSON type
+		frameBytes(TypeError, `{"code":"x"}`),                                       // valid frame, wrong carriage
+		frameBytes(77, `{}`),                                                        // unknown type
+		append(append([]byte{}, valid...), 0),                                       // trailing byte
+		append([]byte{2}, valid[1:]...),                                             // other version
+		frameBytes(TypeHeartbeat, `{"seq":4,"role":"master","ds":"`+emptyName+`"}`), // invalid dataset
+		frameBytes(TypeHeartbeat, `{"seq":4,"role":"master","held_ns":-1}`),         // negative timing
 	}
 	for _, g := range garbage {
 		if err := ab.qc.SendDatagram(g); err != nil {
@@ -109,6 +111,28 @@ func TestHeartbeatFallsBackToControlStream(t *testing.T) {
 		}
 		// Heartbeats do not get in the way of other control messages.
 		roundTrip(t, ab, ba, "after_heartbeats")
+	})
+
+	t.Run("fifty datasets fit a datagram", func(t *testing.T) {
+		// The bench's scale scenario: 50 datasets named s01..s50 on one
+		// pair. In plain JSON their heartbeat was 3.3 kB and went over the
+		// control stream; packed, it must still be one datagram.
+		p := newPair(t, nil)
+		ab, ba := connect(t, p.a, p.b)
+		hb := Heartbeat{Seq: 1, Role: RoleMaster, Epoch: 1 << 40, SentNS: 1<<63 - 1, EchoNS: 1<<63 - 1, HeldNS: 1<<63 - 1}
+		for i := range 50 {
+			hb.Datasets = append(hb.Datasets, DatasetHeartbeat{Dataset: fmt.Sprintf("s%02d", i+1), NewestGUID: 1<<64 - 1 - uint64(i), Healthy: i%3 != 0})
+		}
+		if err := ab.SendHeartbeat(ctxTimeout(t, 10*time.Second), hb); err != nil {
+			t.Fatal(err)
+		}
+		got := receiveHeartbeat(t, ba, 1)
+		if fmt.Sprint(got) != fmt.Sprint(hb) {
+			t.Fatalf("got %+v, want %+v", got, hb)
+		}
+		if st := ba.Stats(); st.DatagramsReceived != 1 {
+			t.Fatalf("stats %+v: the heartbeat of 50 datasets did not come as a datagram", st)
+		}
 	})
 
 	t.Run("heartbeat too large for a datagram", func(t *testing.T) {

@@ -169,7 +169,9 @@ type Error struct {
 }
 
 // Heartbeat is the liveness message of issue 5: sent as a QUIC datagram when
-// the connection negotiated datagrams, on the control stream otherwise.
+// the connection negotiated datagrams, on the control stream otherwise. Its
+// datasets go on the wire packed (heartbeat_wire.go), so that fifty of
+// them still fit in one datagram.
 type Heartbeat struct {
 	Seq      uint64             `json:"seq"` // increases by one per heartbeat
 	Role     Role               `json:"role"`
