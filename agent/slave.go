@@ -458,6 +458,9 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 	if code == codeModified {
 		msg += "; " + s.repairModified(ctx)
 	}
+	if code != codeShutdown {
+		s.relist(ctx)
+	}
 	s.st.Snapshots.FailedTransfers++
 	s.st.LastError = &Problem{Code: code, Message: msg, At: now}
 	args := []any{"id", r.hdr.ID, "target", r.hdr.Target, "code", code, "err", msg, "bytes", r.t.Bytes(), "resume_token", s.token != ""}
@@ -478,6 +481,24 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 		s.sendList(ctx, s.conn)
 	}
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, Error: msg, Code: code})
+}
+
+// relist re-reads the replica's snapshots after a failed receive. A
+// receive can fail and still have landed: zfs had read the whole stream
+// when the connection dropped before its end was confirmed (seen with 50
+// datasets). The list must then name the new snapshot, or the master plans
+// every retry from the old base and zfs refuses each as an
+// incremental_mismatch, for good.
+func (s *slave) relist(ctx context.Context) {
+	snaps, err := s.z.ListSnapshots(ctx, s.cfg.zfs)
+	if err != nil {
+		return // nothing there yet, or unreadable: the list stays as it was
+	}
+	sortByTXG(snaps)
+	if top, was := newest(snaps), newest(s.local); top != nil && (was == nil || top.GUID != was.GUID) {
+		s.log.Info("the failed receive landed nonetheless", "newest", top.ShortName())
+	}
+	s.local, s.exists = snaps, true
 }
 
 // repairModified rolls the replica back to its newest snapshot when that
