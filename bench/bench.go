@@ -95,6 +95,12 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			// still an error the operator must see.
 			err = errors.Join(err, fmt.Errorf("tearing the rig down: %w", cerr))
 		}
+		if rep != nil {
+			// The total is what the operator waits for: teardown included.
+			rep.Duration = time.Since(start).Round(100 * time.Millisecond).String()
+			rep.Load = loadAvg()
+			e.progress("total wall time %s (load %s at the end)", rep.Duration, rep.Load)
+		}
 	}()
 	rep.Machine = describeMachine(ctx, e.zfsVersion(ctx))
 	for _, s := range selected {
@@ -110,10 +116,15 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			}
 			rows = append(rows, Row{Scenario: s.Name, Case: "-", Metric: "-", Status: StatusFailed, Note: oneLine(err.Error())})
 		}
-		e.progress("scenario %s done in %v", s.Name, time.Since(t0).Round(100*time.Millisecond))
+		took := time.Since(t0).Round(100 * time.Millisecond)
+		st := ScenarioTime{Name: s.Name, Took: took.String()}
+		if b := budgetOf(s.Name, opts.Quick); b > 0 {
+			st.Budget, st.Over = b.String(), took > b
+		}
+		e.progress("scenario %s done in %v (budget %s)", s.Name, took, st.Budget)
+		rep.Times = append(rep.Times, st)
 		rep.Rows = append(rep.Rows, rows...)
 	}
-	rep.Duration = time.Since(start).Round(100 * time.Millisecond).String()
 	return rep, nil
 }
 

@@ -42,9 +42,7 @@ func describeMachine(ctx context.Context, zfs string) Machine {
 	if unix.Uname(&u) == nil {
 		m.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m.Load, _, _ = strings.Cut(string(b), " ")
-	}
+	m.Load = loadAvg()
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
@@ -60,4 +58,14 @@ func describeMachine(ctx context.Context, zfs string) Machine {
 		}
 	}
 	return m
+}
+
+// loadAvg is the 1-minute load average, or "" when unreadable.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	l, _, _ := strings.Cut(string(b), " ")
+	return l
 }

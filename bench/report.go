@@ -62,6 +62,14 @@ func value(scenario, cas, metric, unit string, v float64) Row {
 	return Row{Scenario: scenario, Case: cas, Metric: metric, Unit: unit, Status: StatusOK, Value: v}
 }
 
+// ScenarioTime is one scenario's wall time in a run.
+type ScenarioTime struct {
+	Name   string `json:"name"`
+	Took   string `json:"took"`
+	Budget string `json:"budget"`
+	Over   bool   `json:"over_budget,omitempty"`
+}
+
 // Report is one run of the harness.
 type Report struct {
 	Machine  Machine   `json:"machine"`
@@ -69,8 +77,11 @@ type Report struct {
 	Quick    bool      `json:"quick"`
 	Seed     uint64    `json:"seed"`
 	Started  time.Time `json:"started"`
-	Duration string    `json:"duration"`
-	Rows     []Row     `json:"rows"`
+	Duration string    `json:"duration"` // total wall time, rig set-up and teardown's start included
+	Load     string    `json:"load"`     // 1-minute load average at the end (Machine.Load is at the start)
+	// Times is each scenario's wall time beside its budget.
+	Times []ScenarioTime `json:"times"`
+	Rows  []Row          `json:"rows"`
 	// Files written next to the report (CSV, JSON, plots).
 	Files []string `json:"files,omitempty"`
 }
@@ -119,7 +130,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(notes) > 0 {
 		fmt.Fprintf(w, "\nnotes:\n%s\n", strings.Join(notes, "\n"))
 	}
-	fmt.Fprintf(w, "\ntook %s\n", r.Duration)
+	if len(r.Times) > 0 {
+		var parts []string
+		for _, t := range r.Times {
+			over := ""
+			if t.Over {
+				over = " OVER"
+			}
+			parts = append(parts, fmt.Sprintf("%s %s/%s%s", t.Name, t.Took, t.Budget, over))
+		}
+		fmt.Fprintf(w, "\nscenario wall time/budget: %s\n", strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(w, "\ntotal wall time %s (load %s at the start, %s at the end)\n", r.Duration, r.Machine.Load, r.Load)
 	return nil
 }
 
