@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,10 @@ func (e *Env) Quick() bool { return e.opts.Quick }
 func (e *Env) progress(format string, args ...any) {
 	fmt.Fprintf(e.opts.Progress, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
+
+// named reports whether the run selected scenario s by name (a dedicated
+// run, which may take longer than its share of the default run).
+func (e *Env) named(s string) bool { return slices.Contains(e.opts.Scenarios, s) }
 
 // pick returns quick under --quick, else def.
 func pick[T any](e *Env, def, quick T) T {
@@ -107,7 +112,7 @@ func (e *Env) workloads() []namedWorkload {
 	if e.appends == nil {
 		e.appends = &appender{}
 	}
-	d := pick(e, 3.0, 1.5) // seconds per workload
+	d := pick(e, 3.0, 1.0) // seconds per workload
 	return []namedWorkload{
 		{"small-appends", "64-byte appends, 50/s", e.appends, steady(50), int(50 * d)},
 		{"random-4k-overwrites", "4 KiB pwrite at random offsets of a 256 KiB file, 50/s", newOverwriter(e.opts.Seed), steady(50), int(50 * d)},
@@ -380,6 +385,12 @@ type lagResult struct {
 	writes int
 	// Elapsed is how long the writes took to issue (the achieved rate).
 	Elapsed time.Duration
+	// First is when the first write returned; deliveries are what the
+	// slave received for the targets since the run began.
+	First      time.Time
+	deliveries []delivery
+	// undeliveredBy counts the undelivered writes per dataset.
+	undeliveredBy map[string]int
 }
 
 // MeasureLag issues count writes by sched, spread round robin over
@@ -444,12 +455,18 @@ func (e *Env) MeasureLag(ctx context.Context, targets []target, sched schedule, 
 	deadline := time.Now().Add(settle)
 	var res lagResult
 	for {
-		res = lagResult{writes: count, Elapsed: elapsed}
+		res = lagResult{writes: count, Elapsed: elapsed, undeliveredBy: map[string]int{}}
+		if len(done[0]) > 0 {
+			res.First = done[0][0]
+		}
 		for k, t := range targets {
-			a := attribute(done[k], obs.deliveries(t.dataset, boundHolds(t.w)))
+			ds := obs.deliveries(t.dataset, boundHolds(t.w))
+			res.deliveries = append(res.deliveries, ds...)
+			a := attribute(done[k], ds)
 			res.Lags = append(res.Lags, a.Lags...)
 			res.Bounded += a.Bounded
 			res.Undelivered += a.Undelivered
+			res.undeliveredBy[t.dataset] += a.Undelivered
 			res.Inconsistent += a.Inconsistent
 		}
 		if res.Undelivered == 0 || time.Now().After(deadline) {

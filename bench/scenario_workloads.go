@@ -24,7 +24,7 @@ func runWorkloads(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	var rows []Row
 	for _, w := range e.workloads() {
-		res, err := e.MeasureLag(ctx, e.appTarget(w.w), w.sched, w.count, pick(e, 20*time.Second, 10*time.Second))
+		res, err := e.MeasureLag(ctx, e.appTarget(w.w), w.sched, w.count, pick(e, 10*time.Second, 6*time.Second))
 		if err != nil {
 			return rows, err
 		}
