@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,24 +38,51 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 		return nil, err
 	}
 	e.progress("adding %d datasets and waiting for their first transfers", n)
+	mMark, sMark := p.Master.Log.Len(), p.Slave.Log.Len()
+	t0 := time.Now()
 	if err := e.AddDatasets(ctx, names, true, pick(e, 3*time.Minute, time.Minute)); err != nil {
-		return nil, err
+		return nil, e.scaleLogs(err)
 	}
+	e.progress("%d datasets in place and replicated in %v", n, time.Since(t0).Round(100*time.Millisecond))
 	var targets []target
 	for _, name := range names {
 		targets = append(targets, target{dataset: name, masterDir: p.Master.Pool.Mountpoint + "/" + name,
 			replica: p.Slave.Pool.Mountpoint + "/" + name, w: &appender{}})
 	}
-	rate, secs := 200.0, pick(e, 10.0, 2.0)
+	rate, secs := 200.0, pick(e, 8.0, 2.0)
 	mon := startMonitor(p.Master, p.Slave)
-	res, err := e.MeasureLag(ctx, targets, steady(rate), int(rate*secs), time.Minute)
+	res, err := e.MeasureLag(ctx, targets, steady(rate), int(rate*secs), pick(e, 30*time.Second, 20*time.Second))
 	usage := mon.stop()
 	if err != nil {
-		return nil, err
+		return nil, e.scaleLogs(err)
 	}
 	row := lagRow(fmt.Sprintf("%d datasets, %.0f writes/s", n, rate), res)
 	if e.Quick() {
 		row.Note = joinNote("--quick scales 50 datasets down to 5", row.Note)
+	}
+	// What went wrong on the way, from the agents' own logs: transfers the
+	// slave refused, transfers that failed, datasets never caught up.
+	refused := countBy(p.Slave.Log.Records(sMark), "refused transfer", "reason")
+	failed := countBy(p.Master.Log.Records(mMark), "transfer failed", "code")
+	var behind []string
+	for _, t := range targets {
+		if res.undeliveredBy[t.dataset] > 0 {
+			behind = append(behind, fmt.Sprintf("%s (%d)", t.dataset, res.undeliveredBy[t.dataset]))
+		}
+	}
+	if len(behind) > 0 {
+		row.Note = joinNote(row.Note, "writes never delivered on "+strings.Join(behind, ", "))
+	}
+	if len(refused) > 0 {
+		row.Note = joinNote(row.Note, "transfers the slave refused: "+refused.String())
+	}
+	if len(failed) > 0 {
+		row.Note = joinNote(row.Note, "transfers that failed: "+failed.String())
+	}
+	if len(behind) > 0 || len(refused) > 0 {
+		if dir, err := keepLogs("scale", p.Nodes()); err == nil {
+			row.Note = joinNote(row.Note, "agent logs kept in "+dir)
+		}
 	}
 	rows := []Row{row}
 	for _, u := range usage {
@@ -184,4 +213,39 @@ func rssMiB(pid int) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+}
+
+// scaleLogs names in err where the agents' logs were kept.
+func (e *Env) scaleLogs(err error) error {
+	if e.pair == nil {
+		return err
+	}
+	dir, kerr := keepLogs("scale", e.pair.Nodes())
+	if kerr != nil {
+		return errors.Join(err, fmt.Errorf("keeping the agent logs: %w", kerr))
+	}
+	return fmt.Errorf("(agent logs in %s) %w", dir, err)
+}
+
+// counts is how often each value of a field occurred.
+type counts map[string]int
+
+// countBy counts the records with message msg by their field key.
+func countBy(recs []agentpair.Record, msg, key string) counts {
+	c := counts{}
+	for _, r := range recs {
+		if r.Msg() == msg {
+			c[oneLine(r.Str(key))]++
+		}
+	}
+	return c
+}
+
+func (c counts) String() string {
+	keys := slices.Sorted(maps.Keys(c))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%dx %q", c[k], k)
+	}
+	return strings.Join(parts, ", ")
 }
