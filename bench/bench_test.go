@@ -119,6 +119,33 @@ func checkResults(t *testing.T, dir string) {
 			t.Errorf("%s/%s: %+v", want.scenario, want.metric, r)
 		}
 	}
+	// The run's clock: a total, and each scenario's time beside its budget
+	// (reported, not held to it: this machine is shared).
+	if d, err := time.ParseDuration(rep.Duration); err != nil || d <= 0 {
+		t.Errorf("total wall time %q: %v", rep.Duration, err)
+	}
+	for _, s := range Scenarios() {
+		if s.VM || s.OptIn {
+			continue
+		}
+		i := slices.IndexFunc(rep.Times, func(st ScenarioTime) bool { return st.Name == s.Name })
+		if i < 0 {
+			t.Errorf("no wall time for scenario %s", s.Name)
+			continue
+		}
+		took, err := time.ParseDuration(rep.Times[i].Took)
+		b, berr := time.ParseDuration(rep.Times[i].Budget)
+		if err != nil || berr != nil || took <= 0 || b != budgetOf(s.Name, true) {
+			t.Errorf("scenario %s: wall time %+v (errors %v, %v), want a positive time and its quick budget %v", s.Name, rep.Times[i], err, berr, budgetOf(s.Name, true))
+		}
+	}
+	// The 60 s periodic baseline is derived from the 1 s timer's run: the
+	// wait alone averages half a minute.
+	if i := slices.IndexFunc(rep.Rows, func(r Row) bool { return r.Scenario == "lag" && r.Case == "periodic-1m0s-derived" }); i < 0 {
+		t.Error("no derived periodic baseline row")
+	} else if r := rep.Rows[i]; r.Status != StatusOK || r.P50 < 29000 || r.Max > 120000 || !strings.Contains(r.Note, "derived") {
+		t.Errorf("derived periodic baseline: %+v", r)
+	}
 	csv, err := os.ReadFile(filepath.Join(dir, "bench.csv"))
 	testutil.RequireNoError(t, "reading bench.csv", err)
 	if lines := strings.Count(string(csv), "\n"); lines != len(rep.Rows)+1 {
