@@ -44,6 +44,7 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 		return nil, e.scaleLogs(err)
 	}
 	e.progress("%d datasets in place and replicated in %v", n, time.Since(t0).Round(100*time.Millisecond))
+	wMark := p.Master.Log.Len() // the agents' restart is behind
 	var targets []target
 	for _, name := range names {
 		targets = append(targets, target{dataset: name, masterDir: p.Master.Pool.Mountpoint + "/" + name,
@@ -79,7 +80,16 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 	if len(failed) > 0 {
 		row.Note = joinNote(row.Note, "transfers that failed: "+failed.String())
 	}
-	if len(behind) > 0 || len(refused) > 0 {
+	// Connections the master lost while the writes ran and settled (a
+	// replacement by the peer's dial is not a loss): each one interrupts
+	// the transfers in flight.
+	lost := p.Master.Log.Count(wMark, func(r agentpair.Record) bool {
+		return (r.Msg() == "connection down" || r.Msg() == "connection closed") && !strings.Contains(r.Str("err"), "superseded")
+	})
+	if lost > 0 {
+		row.Note = joinNote(row.Note, fmt.Sprintf("the master lost its connection %d times", lost))
+	}
+	if len(behind) > 0 || len(refused) > 0 || lost > 0 {
 		if dir, err := keepLogs("scale", p.Nodes()); err == nil {
 			row.Note = joinNote(row.Note, "agent logs kept in "+dir)
 		}
