@@ -52,7 +52,8 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	rate, secs := 200.0, pick(e, 8.0, 2.0)
 	mon := startMonitor(p.Master, p.Slave)
-	res, err := e.MeasureLag(ctx, targets, steady(rate), int(rate*secs), pick(e, 30*time.Second, 20*time.Second))
+	wStart := time.Now()
+	res, err := e.MeasureLag(ctx, targets, steady(rate), int(rate*secs), pick(e, 45*time.Second, 20*time.Second))
 	usage := mon.stop()
 	if err != nil {
 		return nil, e.scaleLogs(err)
@@ -95,6 +96,12 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 		}
 	}
 	rows := []Row{row}
+	// The pair's capacity: with every dataset changing all the time, lag
+	// is the time to serve the queue of datasets at this rate.
+	sent := p.Master.Log.Count(wMark, func(r agentpair.Record) bool { return r.Msg() == "replicated" })
+	tput := value("", fmt.Sprintf("%d datasets, %.0f writes/s", n, rate), "transfers completed per second", "1/s", float64(sent)/time.Since(wStart).Seconds())
+	tput.Note = fmt.Sprintf("%d incremental transfers acknowledged from the first write until the replicas caught up (or the wait ended); at most 4 sends at once per agent", sent)
+	rows = append(rows, tput)
 	for _, u := range usage {
 		if u.err != nil {
 			rows = append(rows, Row{Case: u.node, Metric: "agent CPU", Status: StatusFailed, Note: oneLine(u.err.Error())})
