@@ -31,8 +31,18 @@ type handoffResult struct {
 	pending  int           // bytes written after the last snapshot the slave acknowledged when the handoff began
 	refused  int           // attempts refused because the master had fenced itself
 	// unsettled counts attempts refused because the master did not (yet)
-	// see the peer as a healthy, current slave.
-	unsettled int
+	// see the peer as a healthy, current slave, by the refusal's reason.
+	unsettled counts
+}
+
+// unsettledReason is the part of a refusal that says why ("beta is
+// master, not slave").
+func unsettledReason(err error) string {
+	m := err.Error()
+	if i := strings.LastIndex(m, "handoff refused: "); i >= 0 {
+		return oneLine(m[i+len("handoff refused: "):])
+	}
+	return oneLine(m)
 }
 
 // peerUnsettled reports a handoff the master refused for its view of the
@@ -93,10 +103,13 @@ func (r *foRig) handoffRun(ctx context.Context, data []byte) (handoffResult, err
 		switch {
 		case strings.Contains(err.Error(), "fenced") && res.refused < 3:
 			res.refused++
-		case peerUnsettled(err) && res.unsettled < 25:
+		case peerUnsettled(err) && res.unsettled.total() < 25:
 			// Right after a return, the master may not yet have heard the
 			// peer as a current slave (it refuses, safely): ask again.
-			res.unsettled++
+			if res.unsettled == nil {
+				res.unsettled = counts{}
+			}
+			res.unsettled[unsettledReason(err)]++
 			select {
 			case <-ctx.Done():
 				return res, ctx.Err()
@@ -145,7 +158,7 @@ func runHandoff(ctx context.Context, e *Env) ([]Row, error) {
 	rng := rand.New(rand.NewPCG(e.opts.Seed, 5))
 	var down, cmd []float64
 	minPending, maxPending := handoffPending, 0
-	refused, unsettled := 0, 0
+	refused, unsettled := 0, counts{}
 	rows := func(err error) ([]Row, error) {
 		if err != nil {
 			err = e.dropFailover(err)
@@ -167,8 +180,9 @@ func runHandoff(ctx context.Context, e *Env) ([]Row, error) {
 		if refused > 0 {
 			row.Note = joinNote(row.Note, fmt.Sprintf("%d attempts refused because the master had fenced itself (retried once it served again)", refused))
 		}
-		if unsettled > 0 {
-			row.Note = joinNote(row.Note, fmt.Sprintf("%d attempts refused because the master did not yet see the peer as a current slave (asked again 200 ms later)", unsettled))
+		if len(unsettled) > 0 {
+			row.Note = joinNote(row.Note, fmt.Sprintf("%d attempts refused because the master did not yet see the peer as a current slave, asked again 200 ms later (%s)",
+				unsettled.total(), unsettled))
 		}
 		c := dist("", "planned handoff, 1 MiB pending", "flocker handoff command", "ms", cmd)
 		c.Note = "from the command's start to its exit"
@@ -187,7 +201,9 @@ func runHandoff(ctx context.Context, e *Env) ([]Row, error) {
 		cmd = append(cmd, float64(res.command)/float64(time.Millisecond))
 		minPending, maxPending = min(minPending, res.pending), max(maxPending, res.pending)
 		refused += res.refused
-		unsettled += res.unsettled
+		for k, v := range res.unsettled {
+			unsettled[k] += v
+		}
 		e.progress("handoff %d/%d: downtime %v, command %v, %d KiB pending (%s now master)", i+1, runs,
 			res.downtime.Round(time.Millisecond), res.command.Round(time.Millisecond), res.pending>>10, r.p.Master.Name)
 		// The new slave is current before the next handoff (the master

@@ -258,6 +258,14 @@ func countBy(recs []agentpair.Record, msg, key string) counts {
 	return c
 }
 
+func (c counts) total() int {
+	n := 0
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
 func (c counts) String() string {
 	keys := slices.Sorted(maps.Keys(c))
 	parts := make([]string, len(keys))
