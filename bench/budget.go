@@ -40,8 +40,8 @@ var budgets = map[string]budget{
 	"rates":      {20 * time.Second, 5 * time.Second},
 	"workloads":  {30 * time.Second, 8 * time.Second},
 	"overhead":   {25 * time.Second, 4 * time.Second},
-	"throughput": {30 * time.Second, 2 * time.Second},
-	"scale":      {40 * time.Second, 7 * time.Second},
+	"throughput": {35 * time.Second, 2 * time.Second},
+	"scale":      {50 * time.Second, 7 * time.Second},
 	"failover":   {35 * time.Second, 6 * time.Second},
 	"handoff":    {12 * time.Second, 2 * time.Second},
 }
