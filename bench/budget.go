@@ -23,7 +23,7 @@ type budget struct{ run, quick time.Duration }
 // budgets of the default scenarios. What each buys:
 //
 //	floor       30 snapshot+send|recv rounds (10 quick), and the lag rig's build
-//	lag         6 s of writes at 10/s per trigger mode (1.5 s quick), a restart per mode
+//	lag         6 s of writes at 10/s per trigger mode (1 s quick), a restart per mode
 //	            (the best tier last, for the next scenarios); the 60 s periodic
 //	            baseline is derived from the 1 s timer's run, not waited for
 //	rates       8 s at 10/s, 5 s at 1,000/s (2 s and 1.5 s quick)
@@ -31,7 +31,7 @@ type budget struct{ run, quick time.Duration }
 //	overhead    bpf's BenchmarkPwriteOverhead: 50,000 writes x 5 rounds per configuration
 //	            (two configurations, 20,000 x 3 quick)
 //	throughput  1 GiB written, sent locally and by the agents (32 MiB quick)
-//	scale       50 datasets added and synced, 8 s at 200 writes/s (5 datasets, 2 s quick)
+//	scale       50 datasets added and synced, 8 s at 200 writes/s (5 datasets, 1 s quick)
 //	failover    the failover rig's build, 10 kills (1 quick; --scenario failover: 20)
 //	handoff     3 handoffs (1 quick; --scenario handoff: 5)
 var budgets = map[string]budget{

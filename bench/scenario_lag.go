@@ -94,7 +94,7 @@ func (e *Env) lagOf(ctx context.Context, c lagCase) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	rate, secs := 10.0, pick(e, 6.0, 1.5)
+	rate, secs := 10.0, pick(e, 6.0, 1.0)
 	settle := 2*c.interval + 30*time.Second
 	sched := steady(rate)
 	res, err := e.MeasureLag(ctx, e.appTarget(e.appends), sched, int(rate*secs), settle)

@@ -41,7 +41,7 @@ func (e *Env) periodicRows(ctx context.Context, c lagCase) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	secs := pick(e, 6.0, 1.5)
+	secs := pick(e, 6.0, 1.0)
 	res, err := e.MeasureLag(ctx, e.appTarget(e.appends), steady(periodicRate), int(periodicRate*secs), 2*c.interval+30*time.Second)
 	if err != nil {
 		return nil, err

@@ -50,7 +50,7 @@ func runScale(ctx context.Context, e *Env) ([]Row, error) {
 		targets = append(targets, target{dataset: name, masterDir: p.Master.Pool.Mountpoint + "/" + name,
 			replica: p.Slave.Pool.Mountpoint + "/" + name, w: &appender{}})
 	}
-	rate, secs := 200.0, pick(e, 8.0, 2.0)
+	rate, secs := 200.0, pick(e, 8.0, 1.0)
 	mon := startMonitor(p.Master, p.Slave)
 	wStart := time.Now()
 	res, err := e.MeasureLag(ctx, targets, steady(rate), int(rate*secs), pick(e, 45*time.Second, 20*time.Second))
