@@ -35,15 +35,15 @@ type budget struct{ run, quick time.Duration }
 //	failover    the failover rig's build, 10 kills (1 quick; --scenario failover: 20)
 //	handoff     3 handoffs (1 quick; --scenario handoff: 5)
 var budgets = map[string]budget{
-	"floor":      {8 * time.Second, 5 * time.Second},
-	"lag":        {40 * time.Second, 14 * time.Second},
+	"floor":      {8 * time.Second, 4 * time.Second},
+	"lag":        {40 * time.Second, 9 * time.Second},
 	"rates":      {20 * time.Second, 5 * time.Second},
-	"workloads":  {30 * time.Second, 8 * time.Second},
-	"overhead":   {25 * time.Second, 4 * time.Second},
-	"throughput": {35 * time.Second, 2 * time.Second},
-	"scale":      {50 * time.Second, 7 * time.Second},
-	"failover":   {35 * time.Second, 6 * time.Second},
-	"handoff":    {12 * time.Second, 2 * time.Second},
+	"workloads":  {30 * time.Second, 9 * time.Second},
+	"overhead":   {25 * time.Second, 6 * time.Second},
+	"throughput": {35 * time.Second, 3 * time.Second},
+	"scale":      {50 * time.Second, 6 * time.Second},
+	"failover":   {35 * time.Second, 8 * time.Second},
+	"handoff":    {12 * time.Second, 3 * time.Second},
 }
 
 // budgetOf is a scenario's budget, zero for those outside the default run
