@@ -19,3 +19,7 @@ func WithFailAt(o NetworkOptions, step string) NetworkOptions {
 func SetWedgeTimings(probe, every time.Duration) {
 	wedgeProbeTimeout, wedgeCheckEvery = probe, every
 }
+
+// DetachDaemonMounts lazily unmounts every zfs-fuse mount in this mount
+// namespace (a test's private namespace: the copies of the machine's).
+var DetachDaemonMounts = detachDaemonMounts

@@ -46,69 +46,78 @@ var (
 	wedgeCheckEvery   = 15 * time.Second
 )
 
-// fuseProbe is the one statfs probe of a process. A statfs stuck in the
-// kernel cannot be cancelled: a later check waits on the same probe, and a
-// daemon counts as wedged once one statfs has been waiting for the timeout.
-var fuseProbe struct {
+// statfsProbe is one statfs in flight. A statfs stuck in the kernel cannot
+// be cancelled: later checks of the same path wait on the same probe.
+type statfsProbe struct {
+	done  chan struct{}
+	since time.Time
+	err   error // set before done closes
+}
+
+var fuseProbes = struct {
 	sync.Mutex
-	done  chan struct{} // nil while no probe runs
-	path  string        // the statfs running now
-	since time.Time     // when it started
+	m map[string]*statfsProbe
+}{m: map[string]*statfsProbe{}}
+
+// probeStatfs returns the probe in flight for path, starting one if none is.
+func probeStatfs(path string) *statfsProbe {
+	fuseProbes.Lock()
+	defer fuseProbes.Unlock()
+	if p := fuseProbes.m[path]; p != nil {
+		return p
+	}
+	p := &statfsProbe{done: make(chan struct{}), since: time.Now()}
+	fuseProbes.m[path] = p
+	go func() {
+		// Abandoned while it blocks; a restart of the daemon ends it.
+		var st unix.Statfs_t
+		p.err = unix.Statfs(path, &st)
+		fuseProbes.Lock()
+		delete(fuseProbes.m, path)
+		fuseProbes.Unlock()
+		close(p.done)
+	}()
+	return p
 }
 
 // FUSEServes checks that the daemon answers FUSE requests: a statfs on its
-// kstat mount (or, without one, on each pool's root mount) returns within
-// timeout. The CLI socket may answer while the FUSE side hangs, and then
-// every access to a dataset blocks. Datasets below the roots are left out:
-// one of them may hang alone (a stash's mount did, in a CI run) while the
-// daemon serves everything else, and that is the test's failure, not a
-// reason to restart the daemon under everyone. Errors do not count: a stale
-// mount of a dead daemon fails at once, it does not hang.
+// kstat mount or on one of its pools' root mounts succeeds before every one
+// of them has waited for timeout. The CLI socket may answer while the FUSE
+// side hangs, and then every access to a dataset blocks. One answer is
+// enough: a single file system may hang alone (a stash's mount did, under
+// load) while the daemon serves the others, and that is one test's failure,
+// not a reason to restart the daemon under everyone. A statfs that fails
+// (a stale mount of a dead daemon) is no evidence either way.
 func FUSEServes(timeout time.Duration) error {
 	paths, err := probeMounts()
 	if err != nil {
 		return err
 	}
-	fuseProbe.Lock()
-	if fuseProbe.done == nil {
-		if len(paths) == 0 {
-			fuseProbe.Unlock()
-			return nil // nothing mounted: nothing to ask
-		}
-		done := make(chan struct{})
-		fuseProbe.done = done
-		fuseProbe.path, fuseProbe.since = paths[0], time.Now()
-		go func() {
-			// Abandoned while it blocks; a restart of the daemon ends it.
-			for i, p := range paths {
-				if i > 0 {
-					fuseProbe.Lock()
-					fuseProbe.path, fuseProbe.since = p, time.Now()
-					fuseProbe.Unlock()
-				}
-				var st unix.Statfs_t
-				_ = unix.Statfs(p, &st)
-			}
-			fuseProbe.Lock()
-			fuseProbe.done = nil
-			fuseProbe.Unlock()
-			close(done)
-		}()
+	probes := make([]*statfsProbe, len(paths))
+	for i, p := range paths {
+		probes[i] = probeStatfs(p)
 	}
-	done := fuseProbe.done
-	fuseProbe.Unlock()
 	for {
-		fuseProbe.Lock()
-		path, waited := fuseProbe.path, time.Since(fuseProbe.since)
-		fuseProbe.Unlock()
-		if waited >= timeout {
-			return fmt.Errorf("statfs %s waiting for %v: the daemon does not serve its mounts", path, waited.Round(time.Second))
+		stuck, least := 0, timeout
+		for _, p := range probes {
+			select {
+			case <-p.done:
+				if p.err == nil {
+					return nil
+				}
+				continue
+			default:
+			}
+			stuck++
+			least = min(least, time.Since(p.since))
 		}
-		select {
-		case <-done:
-			return nil
-		case <-time.After(timeout - waited):
+		if stuck == 0 {
+			return nil // nothing live to ask
 		}
+		if least >= timeout {
+			return fmt.Errorf("statfs on %s waiting for %v or more: the daemon does not serve its mounts", strings.Join(paths, ", "), least.Round(time.Second))
+		}
+		time.Sleep(min(timeout-least, 100*time.Millisecond))
 	}
 }
 
@@ -248,8 +257,8 @@ func parseDaemonMounts(r io.Reader) (paths, sources []string, err error) {
 	return paths, sources, nil
 }
 
-// probeMounts is what FUSEServes asks: the kstat mount, or the pools' root
-// mounts (source without a '/') when the daemon has no kstat mount.
+// probeMounts is what FUSEServes asks: the kstat mount and the pools' root
+// mounts (source without a '/'), never the datasets below them.
 func probeMounts() ([]string, error) {
 	paths, sources, err := daemonMountsWithSources()
 	if err != nil {
@@ -259,16 +268,13 @@ func probeMounts() ([]string, error) {
 }
 
 func pickProbes(paths, sources []string) []string {
-	var roots []string
+	var probes []string
 	for i, p := range paths {
-		if p == kstatMount {
-			return []string{p}
-		}
-		if !strings.Contains(sources[i], "/") {
-			roots = append(roots, p)
+		if p == kstatMount || !strings.Contains(sources[i], "/") {
+			probes = append(probes, p)
 		}
 	}
-	return roots
+	return probes
 }
 
 // detachDaemonMounts lazily unmounts every mount a dead daemon served

@@ -333,6 +333,11 @@ func hideDaemonState() error {
 	if exec.Command("zpool", "list").Run() == nil {
 		return errors.New("a daemon still answers inside the private namespace")
 	}
+	// The copies of the machine's zfs-fuse mounts would answer for the
+	// machine's daemon here.
+	if _, err := rig.DetachDaemonMounts(); err != nil {
+		return fmt.Errorf("detaching the machine's zfs-fuse mounts: %w", err)
+	}
 	return nil
 }
 
