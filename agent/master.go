@@ -83,6 +83,7 @@ type master struct {
 
 	held   []string  // snapshots carrying holdTag (normally just the base)
 	holdAt time.Time // when the hold last moved (see holdTrail)
+	busyAt time.Time // the last snapshot or acknowledged transfer (see holdQuiet)
 	// startedAt and peerSeen: until the peer's first list after a start
 	// (or resumeKeep), nothing newer than the held base is pruned; an
 	// interrupted transfer before the restart carried one of them, and the
@@ -361,8 +362,9 @@ func (m *master) wireList() []snapshot.Snapshot {
 //
 // The order keeps zfs runs off the replication path: a snapshot that
 // waited for the last transfer goes out before the loop spends a zfs run
-// on the next snapshot, and the hold moves when replication is idle (or
-// every holdTrail), never between the peer's list and its ack.
+// on the next snapshot, and the hold moves once replication has been quiet
+// for holdQuiet (or every holdTrail), never between the peer's list and
+// its ack.
 func (m *master) step(ctx context.Context, now time.Time) time.Time {
 	var wake time.Time
 	// First: a handoff waits on it with its service stopped, and the
@@ -385,7 +387,11 @@ func (m *master) step(ctx context.Context, now time.Time) time.Time {
 		wake = earliest(wake, at)
 	}
 	if m.peerKnown && !m.ackDue() {
-		if due := m.holdAt.Add(holdTrail); m.xfer == nil || !now.Before(due) {
+		due := m.holdAt.Add(holdTrail)
+		if dirty, _ := m.trig.Dirty(); m.xfer == nil && !dirty {
+			due = earliest(due, m.busyAt.Add(holdQuiet))
+		}
+		if !now.Before(due) {
 			m.syncHold(ctx, now)
 		} else {
 			wake = earliest(wake, due)
@@ -517,6 +523,7 @@ func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 		}
 	}
 	m.trig.Taken(now)
+	m.busyAt = now
 	m.seq++
 	s := got[0]
 	m.local = append(m.local, s)
@@ -971,6 +978,7 @@ func (m *master) ack(ev evAck, now time.Time) {
 // peer's list that came just before the Ack).
 func (m *master) complete(x *outgoing, now time.Time) {
 	m.xfer, m.interrupted, m.fails, m.retryAt = nil, nil, 0, time.Time{}
+	m.busyAt = now
 	m.st.Snapshots.Transfers++
 	m.st.Snapshots.BytesSent += x.bytes.Load()
 	// The oldest change this transfer delivered: the earliest covered change

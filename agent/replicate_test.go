@@ -85,19 +85,44 @@ func TestReplicate(t *testing.T) {
 
 // assertHeld checks our hold on a snapshot through ZFS itself: a held
 // snapshot cannot be destroyed, and its userrefs count is positive.
+// The hold moves once replication has been quiet for holdQuiet, so both
+// wait for it a while.
 func assertHeld(t *testing.T, m *testNode, short string) {
 	t.Helper()
-	p, err := m.z.GetProperty(context.Background(), m.zfs+"@"+short, "userrefs")
-	if err != nil || p.Value == "0" {
+	var p snapshot.Property
+	var err error
+	if !eventually(holdWait, func() bool {
+		p, err = m.z.GetProperty(context.Background(), m.zfs+"@"+short, "userrefs")
+		return err == nil && p.Value != "0"
+	}) {
 		t.Errorf("%s userrefs = %q, %v; want our hold", short, p.Value, err)
 	}
 }
 
 func assertNotHeld(t *testing.T, m *testNode, short string) {
 	t.Helper()
-	p, err := m.z.GetProperty(context.Background(), m.zfs+"@"+short, "userrefs")
-	if err == nil && p.Value != "0" {
+	var p snapshot.Property
+	var err error
+	if !eventually(holdWait, func() bool {
+		p, err = m.z.GetProperty(context.Background(), m.zfs+"@"+short, "userrefs")
+		return err != nil || p.Value == "0"
+	}) {
 		t.Errorf("%s userrefs = %q: the old base is still held", short, p.Value)
+	}
+}
+
+// holdWait covers holdQuiet on a loaded host.
+const holdWait = holdQuiet + 10*time.Second
+
+// eventually polls cond until it holds or d passes.
+func eventually(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
 	}
 }
 
@@ -381,6 +406,7 @@ func TestStaleHoldsReleased(t *testing.T) {
 	m.fire(t)
 	waitSynced(t, m, syncTimeout)
 	assertHeld(t, m, "flocker-0-2")
+	assertNotHeld(t, m, "flocker-0-1") // the move is over: nothing stops it midway
 	m.stop(t)
 	if err := m.z.Hold(context.Background(), holdTag, m.zfs+"@flocker-0-1"); err != nil {
 		t.Fatal(err)
