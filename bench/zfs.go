@@ -74,3 +74,22 @@ func (c counter) Write(b []byte) (int, error) {
 }
 
 func errorsJoin(errs ...error) error { return errors.Join(errs...) }
+
+// destroyTree destroys dataset and its snapshots, retrying while zfs-fuse
+// calls it busy (it does for a moment after a mount's last file closed).
+// Never forced: a forced destroy of a busy zfs-fuse dataset can wedge the
+// daemon.
+func destroyTree(ctx context.Context, dataset string) error {
+	var err error
+	for try := 0; try < 40; try++ {
+		if _, err = zfs(ctx, "destroy", "-r", dataset); err == nil || !strings.Contains(err.Error(), "busy") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return err
+}
