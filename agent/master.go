@@ -932,6 +932,7 @@ func (m *master) sent(ev evSent, now time.Time) {
 		return
 	}
 	x.sentOK, x.sentAt = true, now
+	m.log.Debug("stream sent", "id", x.id, "bytes", ev.n, "since_start", now.Sub(x.started))
 	if x.acked {
 		m.complete(x, now)
 	}
@@ -968,6 +969,7 @@ func (m *master) ack(ev evAck, now time.Time) {
 		return
 	}
 	x.acked = true
+	m.log.Debug("ack received", "id", x.id, "stream_running", x.running)
 	if !x.running {
 		m.complete(x, now)
 	}

@@ -385,6 +385,8 @@ func (s *slave) received(ctx context.Context, ev evReceived, now time.Time) {
 	}
 	s.sendList(ctx, r.c)
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, ReceivedGUID: r.hdr.TargetGUID})
+	// For timelines of a cycle: what the ack waited for after the receive.
+	s.log.Debug("ack sent", "id", r.hdr.ID, "since_received", time.Since(now))
 }
 
 // remountBackoff spaces remount attempts while the zfs-fuse replica is in
