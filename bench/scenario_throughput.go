@@ -40,11 +40,11 @@ func runThroughput(ctx context.Context, e *Env) ([]Row, error) {
 	if err := writeRandom(filepath.Join(ds.Mountpoint, "data"), size, e.opts.Seed); err != nil {
 		return nil, err
 	}
-	// Local and QUIC runs alternate (L Q L Q): zfs-fuse's cache and the
-	// machine's load then favor neither side; each QUIC run is set against
-	// the local run just before it.
+	// Local and QUIC runs alternate (L Q L Q; --quick runs one pair):
+	// zfs-fuse's cache and the machine's load then favor neither side; each
+	// QUIC run is set against the local run just before it.
 	var rows []Row
-	for round := 1; round <= throughputRounds; round++ {
+	for round := 1; round <= pick(e, 2, 1); round++ {
 		if round > 1 {
 			// As in the first round, the agents are stopped for the local
 			// run; B's replica goes, so that they sync it in full again.
@@ -77,9 +77,6 @@ func runThroughput(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	return rows, nil
 }
-
-// throughputRounds is how many local/QUIC pairs the scenario runs.
-const throughputRounds = 2
 
 // localSync sends snapshot @localN of ds through a local pipe into a fresh
 // copy on B's pool (the last round's copy destroyed first) and returns MB/s
