@@ -40,11 +40,16 @@ func runThroughput(ctx context.Context, e *Env) ([]Row, error) {
 	if err := writeRandom(filepath.Join(ds.Mountpoint, "data"), size, e.opts.Seed); err != nil {
 		return nil, err
 	}
-	// Local and QUIC runs alternate (L Q L Q; --quick runs one pair):
+	// Local and QUIC runs alternate (L Q L Q when the scenario is named;
+	// the default run and --quick run one pair, within their budgets):
 	// zfs-fuse's cache and the machine's load then favor neither side; each
 	// QUIC run is set against the local run just before it.
 	var rows []Row
-	for round := 1; round <= pick(e, 2, 1); round++ {
+	rounds := 1
+	if e.named("throughput") && !e.Quick() {
+		rounds = 2
+	}
+	for round := 1; round <= rounds; round++ {
 		if round > 1 {
 			// As in the first round, the agents are stopped for the local
 			// run; B's replica goes, so that they sync it in full again.
