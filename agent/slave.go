@@ -460,9 +460,6 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 	if code == codeModified {
 		msg += "; " + s.repairModified(ctx)
 	}
-	if code != codeShutdown {
-		s.relist(ctx)
-	}
 	s.st.Snapshots.FailedTransfers++
 	s.st.LastError = &Problem{Code: code, Message: msg, At: now}
 	args := []any{"id", r.hdr.ID, "target", r.hdr.Target, "code", code, "err", msg, "bytes", r.t.Bytes(), "resume_token", s.token != ""}
@@ -483,24 +480,37 @@ func (s *slave) receiveFailed(ctx context.Context, r *incoming, err error, now t
 		s.sendList(ctx, s.conn)
 	}
 	s.sendAck(ctx, r, &transport.Ack{ID: r.hdr.ID, Dataset: s.cfg.name, Error: msg, Code: code})
+	// After the ack: a zfs run before it let the master's send fail on the
+	// closed stream first, and it then ignored the ack and its cause
+	// (pool_full seen as a transport error).
+	if code != codeShutdown && s.relist(ctx) {
+		s.sendList(ctx, r.c)
+		if s.conn != nil && s.conn != r.c {
+			s.sendList(ctx, s.conn)
+		}
+	}
 }
 
-// relist re-reads the replica's snapshots after a failed receive. A
+// relist re-reads the replica's snapshots after a failed receive and
+// reports whether the newest changed. A
 // receive can fail and still have landed: zfs had read the whole stream
 // when the connection dropped before its end was confirmed (seen with 50
 // datasets). The list must then name the new snapshot, or the master plans
 // every retry from the old base and zfs refuses each as an
 // incremental_mismatch, for good.
-func (s *slave) relist(ctx context.Context) {
+func (s *slave) relist(ctx context.Context) bool {
 	snaps, err := s.z.ListSnapshots(ctx, s.cfg.zfs)
 	if err != nil {
-		return // nothing there yet, or unreadable: the list stays as it was
+		return false // nothing there yet, or unreadable: the list stays as it was
 	}
 	sortByTXG(snaps)
+	changed := false
 	if top, was := newest(snaps), newest(s.local); top != nil && (was == nil || top.GUID != was.GUID) {
 		s.log.Info("the failed receive landed nonetheless", "newest", top.ShortName())
+		changed = true
 	}
 	s.local, s.exists = snaps, true
+	return changed
 }
 
 // repairModified rolls the replica back to its newest snapshot when that

@@ -32,14 +32,18 @@ func TestSlaveRelistAfterFailedReceive(t *testing.T) {
 	testutil.RequireNoError(t, "reading flocker-0-1", err)
 	s.local, s.exists = old, true // what the slave knew before the failed receive
 
-	s.relist(ctx)
+	if !s.relist(ctx) {
+		t.Error("relist reported no change though flocker-0-4 is new")
+	}
 	if top := newest(s.local); top == nil || top.ShortName() != "flocker-0-4" || len(s.local) != 2 {
 		t.Fatalf("after relist: %d snapshots, newest %v; want 2, newest flocker-0-4", len(s.local), top)
 	}
 
 	// A replica that does not exist yet keeps its (empty) list.
 	missing := newSlave(datasetConfig{name: "gone", zfs: pool.Name + "/gone"}, z, testLog(t))
-	missing.relist(ctx)
+	if missing.relist(ctx) {
+		t.Error("relist of a missing replica reported a change")
+	}
 	if len(missing.local) != 0 || missing.exists {
 		t.Fatalf("missing replica: %d snapshots, exists %v", len(missing.local), missing.exists)
 	}
