@@ -130,12 +130,13 @@ func KeepLogs(t *testing.T, dir string, nodes []*agentpair.Node) {
 	t.Helper()
 	keep := filepath.Join(os.TempDir(), dir)
 	for _, n := range nodes {
+		// The tail first: after the dump it would be the dump's end.
+		t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(60))
 		if n.Running() {
 			if err := n.Dump(); err != nil {
 				t.Logf("goroutine dump of %s: %v", n.Name, err)
 			}
 		}
-		t.Logf("last log records of %s:\n%s", n.Name, n.Log.Tail(60))
 		logs, _ := filepath.Glob(filepath.Join(n.Dir, "agent-*.log"))
 		for _, l := range logs {
 			if b, err := os.ReadFile(l); err == nil && os.MkdirAll(keep, 0o755) == nil {
