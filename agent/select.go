@@ -128,6 +128,9 @@ type watched struct {
 	// mount table can give the new filesystem the old number.
 	wd   int32
 	gone bool // IN_UNMOUNT or IN_IGNORED seen for wd
+	// added is when Watch read the mount table for it: a recheck whose
+	// own read began earlier knows nothing of it.
+	added time.Time
 }
 
 // NewWatcher starts a watcher with no targets. It fails on a mode that is
@@ -208,6 +211,7 @@ func (w *Watcher) Watch(ctx context.Context, t Target) (TargetStatus, error) {
 	if _, dup := w.targets[t.Name]; dup {
 		return TargetStatus{}, fmt.Errorf("target %q is already watched", t.Name)
 	}
+	added := time.Now()
 	mounts, err := ReadMounts()
 	if err != nil {
 		return TargetStatus{}, err
@@ -216,7 +220,7 @@ func (w *Watcher) Watch(ctx context.Context, t Target) (TargetStatus, error) {
 	if !ok {
 		return TargetStatus{}, fmt.Errorf("target %s: not a mounted filesystem", t.Mountpoint)
 	}
-	wt := &watched{status: TargetStatus{Target: t, Dev: m.Dev}, wd: -1}
+	wt := &watched{status: TargetStatus{Target: t, Dev: m.Dev}, wd: -1, added: added}
 	if err := w.attach(ctx, wt); err != nil {
 		return TargetStatus{}, err
 	}
@@ -510,6 +514,7 @@ func (w *Watcher) unmounted() {
 // reported as changed, since anything (a rollback, a receive) may have
 // happened while it was not watched.
 func (w *Watcher) recheck() {
+	read := time.Now()
 	mounts, err := ReadMounts()
 	if err != nil {
 		w.log.Error("re-reading the mount table", "err", err)
@@ -522,6 +527,12 @@ func (w *Watcher) recheck() {
 	}
 	w.unmounted()
 	for _, wt := range w.targets {
+		if wt.added.After(read) {
+			// Watched after this table was read (a test mounting beside
+			// a recheck saw its fresh target "unmounted", then "mounted
+			// anew"): the next recheck judges it.
+			continue
+		}
 		st := &wt.status
 		m, mounted := mounts[st.Target.Mountpoint]
 		if mounted && m.Dev == st.Dev && st.Tier != "" && !wt.gone {
