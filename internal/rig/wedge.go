@@ -207,15 +207,8 @@ func (z *ZFS) recordWedge(pid int, reason error, detached int, outcome string) e
 }
 
 // daemonMounts lists the mounts a zfs-fuse daemon serves in this mount
-// namespace, deepest first.
-func daemonMounts() ([]string, error) {
-	paths, _, err := daemonMountsWithSources()
-	return paths, err
-}
-
-// daemonMountsWithSources is daemonMounts with each mount's source (the
-// dataset, or "kstat").
-func daemonMountsWithSources() (paths, sources []string, err error) {
+// namespace, deepest first, with each one's source (the dataset, or kstat).
+func daemonMounts() (paths, sources []string, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading mounts: %w", err)
@@ -224,7 +217,7 @@ func daemonMountsWithSources() (paths, sources []string, err error) {
 	return parseDaemonMounts(f)
 }
 
-// parseDaemonMounts reads mountinfo for daemonMountsWithSources.
+// parseDaemonMounts reads mountinfo for daemonMounts.
 func parseDaemonMounts(r io.Reader) (paths, sources []string, err error) {
 	type mount struct{ path, source string }
 	var mounts []mount
@@ -260,7 +253,7 @@ func parseDaemonMounts(r io.Reader) (paths, sources []string, err error) {
 // probeMounts is what FUSEServes asks: the kstat mount and the pools' root
 // mounts (source without a '/'), never the datasets below them.
 func probeMounts() ([]string, error) {
-	paths, sources, err := daemonMountsWithSources()
+	paths, sources, err := daemonMounts()
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +273,7 @@ func pickProbes(paths, sources []string) []string {
 // detachDaemonMounts lazily unmounts every mount a dead daemon served
 // (deepest first); their users get errors instead of waiting forever.
 func detachDaemonMounts() (int, error) {
-	paths, err := daemonMounts()
+	paths, _, err := daemonMounts()
 	if err != nil {
 		return 0, err
 	}
