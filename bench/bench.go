@@ -27,6 +27,10 @@ type Options struct {
 	// Duration overrides the length of the scenarios that run for a set
 	// time (false-failovers); zero keeps each one's default.
 	Duration time.Duration
+	// AgentLogs, when set, runs the rig's agents at debug level and copies
+	// their JSON logs into this directory before the rig is torn down
+	// (timelines of each cycle: snapshot, stream sent, ack).
+	AgentLogs string
 	// Command is recorded in the report (how it was produced).
 	Command string
 	// Progress receives one line per step; nil discards.

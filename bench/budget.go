@@ -26,7 +26,8 @@ type budget struct{ run, quick time.Duration }
 //	lag         6 s of writes at 10/s per trigger mode (1 s quick), a restart per mode
 //	            (the best tier last, for the next scenarios); the 60 s periodic
 //	            baseline is derived from the 1 s timer's run, not waited for
-//	rates       8 s at 10/s, 5 s at 1,000/s (2 s and 1.5 s quick)
+//	rates       8 s at 10/s, 5 s at 1,000/s (2 s and 1.5 s quick), then 20 floor rounds
+//	            while 1,000 writes/s land (3 quick)
 //	workloads   3 s per workload (1 s quick), at most 10 s to settle
 //	overhead    bpf's BenchmarkPwriteOverhead: 50,000 writes x 5 rounds per configuration
 //	            (two configurations, 20,000 x 3 quick)
@@ -37,7 +38,7 @@ type budget struct{ run, quick time.Duration }
 var budgets = map[string]budget{
 	"floor":      {8 * time.Second, 4 * time.Second},
 	"lag":        {40 * time.Second, 9 * time.Second},
-	"rates":      {20 * time.Second, 5 * time.Second},
+	"rates":      {28 * time.Second, 6 * time.Second},
 	"workloads":  {30 * time.Second, 9 * time.Second},
 	"overhead":   {25 * time.Second, 6 * time.Second},
 	"throughput": {35 * time.Second, 3 * time.Second},

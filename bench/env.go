@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ type Env struct {
 	settings string // notify mode and interval the running agents use
 	run      uint32 // last workload run id
 	floor    []float64
+	floorSet *floorSet
 	probed   *probeReport
 
 	appends *appender // the lag scenarios' shared append workload
@@ -63,9 +66,45 @@ func (e *Env) close() error {
 	if e.pair == nil {
 		return err
 	}
+	if e.opts.AgentLogs != "" {
+		err = errors.Join(err, e.copyAgentLogs(e.opts.AgentLogs))
+	}
 	err = errors.Join(err, e.pair.Close())
 	e.pair = nil
 	return err
+}
+
+func (e *Env) agentLogLevel() string {
+	if e.opts.AgentLogs != "" {
+		return "debug"
+	}
+	return "info"
+}
+
+// copyAgentLogs copies every run's log of both agents into dir, as
+// alpha-agent-N.log and beta-agent-N.log.
+func (e *Env) copyAgentLogs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("agent logs: %w", err)
+	}
+	var errs []error
+	for _, n := range []*agentpair.Node{e.pair.Master, e.pair.Slave} {
+		logs, err := filepath.Glob(filepath.Join(n.Dir, "agent-*.log"))
+		if err != nil {
+			return err
+		}
+		for _, src := range logs {
+			b, err := os.ReadFile(src)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, n.Name+"-"+filepath.Base(src)), b, 0o644)
+			}
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("agent logs: %w", err)
+	}
+	return nil
 }
 
 // Pair returns the agent pair, building it on first use: pools sized for
@@ -78,7 +117,7 @@ func (e *Env) Pair(ctx context.Context) (*agentpair.Pair, error) {
 	e.progress("building the rig: two zfs-fuse pools, netns hosts a and b, flocker init and trust")
 	size := e.throughputBytes()
 	p, err := agentpair.New(ctx, agentpair.Options{
-		Bin: e.opts.Bin, Logger: e.log,
+		Bin: e.opts.Bin, Logger: e.log, LogLevel: e.agentLogLevel(),
 		MasterPoolSize: size + 768<<20,
 		SlavePoolSize:  2*size + 768<<20, // the agents' copy and the local send|recv's
 		Settings:       map[string]map[string]string{"notify": {"mode": "timer", "interval": "1s"}},

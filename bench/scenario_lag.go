@@ -141,5 +141,20 @@ func runRates(ctx context.Context, e *Env) ([]Row, error) {
 		againstFloor(&row, floor)
 		rows = append(rows, row)
 	}
+	// The floor itself under the fast rate's writes: how much of the miss
+	// at 1,000 writes/s is the file system's.
+	const loadedRate = 1000
+	loaded, err := e.FloorUnderWrites(ctx, loadedRate, pick(e, 20, 3))
+	if err != nil {
+		return rows, err
+	}
+	fr := dist("", fmt.Sprintf("floor while %d writes/s land", loadedRate), "floor", "ms", loaded)
+	fr.Note = "as the floor, with a second writer appending 64 bytes at that rate to the floor's file; timed from the round's start"
+	rows = append(rows, fr)
+	if last := &rows[len(rows)-2]; last.Status == StatusOK {
+		lp := Summarize(loaded).P50
+		last.Note = joinNote(last.Note, fmt.Sprintf("against the floor under the same writes (p50 %.0f ms): p50 %.1fx, p99 %.1fx",
+			lp, last.P50/lp, last.P99/lp))
+	}
 	return rows, nil
 }

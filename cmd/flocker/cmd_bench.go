@@ -16,7 +16,7 @@ func init() {
 	register(command{
 		name:    "bench",
 		summary: "measure replication lag, probe overhead, throughput and scale on a two-host test rig (root)",
-		usage:   "[--quick] [--out DIR] [--scenario NAME[,NAME...]] [--duration D] [--seed N] [--bin PATH] [--list]",
+		usage:   "[--quick] [--out DIR] [--scenario NAME[,NAME...]] [--duration D] [--seed N] [--bin PATH] [--agent-logs DIR] [--list]",
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) int {
 			quick := fs.Bool("quick", false, "shrink every scenario so the run takes under a minute (CI)")
 			out := fs.String("out", filepath.Join("bench", "results"), "write bench.csv, bench.json and the plots into `DIR`")
@@ -24,6 +24,7 @@ func init() {
 			seed := fs.Uint64("seed", 1, "seed for every random choice")
 			bin := fs.String("bin", "", "flocker binary the rig's agents run (default: this one)")
 			list := fs.Bool("list", false, "list the scenarios and exit")
+			agentLogs := fs.String("agent-logs", "", "run the agents at debug level and copy their JSON logs into `DIR`")
 			duration := fs.Duration("duration", 0, "length of the timed scenarios (false-failovers; default: each one's own)")
 			return func(ctx context.Context, e *env, args []string) int {
 				if len(args) > 0 {
@@ -68,7 +69,8 @@ func init() {
 					cmdline += " --duration " + duration.String()
 				}
 				rep, err := bench.Run(ctx, bench.Options{Bin: *bin, Quick: *quick, Scenarios: names, Seed: *seed, Duration: *duration,
-					Command: cmdline, Progress: e.stderr, Logger: e.log})
+					AgentLogs: *agentLogs,
+					Command:   cmdline, Progress: e.stderr, Logger: e.log})
 				if rep == nil {
 					return fail(e, "bench", err)
 				}
