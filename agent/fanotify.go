@@ -42,6 +42,8 @@ import (
 // destroyed.
 type Fanotify struct {
 	log *slog.Logger
+	// noFlush leaves the syncfs to the consumer (see EBPFNoFlush).
+	noFlush bool
 
 	mu      sync.Mutex
 	watches map[string]*fanWatch
@@ -254,8 +256,10 @@ func (f *Fanotify) read(w *fanWatch) {
 		// Coalesce what the same burst queued, flush, and take what the
 		// flush saw arrive: it is all covered by the report that follows.
 		w.drain(buf, f.log)
-		flushes.flushLogged(f.log, w.target.Mountpoint, w.target.Name, "syncfs failed; reporting the change anyway")
-		w.drain(buf, f.log)
+		if !f.noFlush {
+			flushes.flushLogged(f.log, w.target.Mountpoint, w.target.Name, "syncfs failed; reporting the change anyway")
+			w.drain(buf, f.log)
+		}
 		select {
 		case f.changes <- Change{Time: time.Now(), Dataset: w.target.Name, Tier: TierFanotify, Hook: "fanotify/" + hook}:
 		case <-w.stop:

@@ -64,6 +64,9 @@ type master struct {
 	ids    *atomic.Uint64
 	sends  sendSlots // nil: no limit
 	tier   NotifierStatus
+	// flush runs syncfs on the dataset right before each snapshot when
+	// the notifier leaves that to us (nil: the notifier flushed).
+	flush func()
 
 	local     []snapshot.Snapshot // oldest first, kept in memory
 	marks     []snapshot.Bookmark
@@ -486,8 +489,16 @@ func (m *master) snapshotWaiting() bool {
 	return n != nil && n.GUID != m.xfer.target.GUID
 }
 
+// snapshotFlusher is the notifier side of "clear flag, syncfs, snapshot"
+// when the notifier leaves the syncfs to its consumer (Watcher with
+// ConsumerFlushes).
+type snapshotFlusher interface{ FlushBeforeSnapshot(dataset string) }
+
 func (m *master) takeSnapshot(ctx context.Context, now time.Time) {
 	_, since := m.trig.Dirty()
+	if m.flush != nil {
+		m.flush()
+	}
 	name := m.cfg.zfs + "@" + snapshot.FlockerName{Epoch: m.cfg.epoch, Seq: m.seq}.String()
 	err := m.z.Snapshot(ctx, name)
 	if errors.Is(err, snapshot.ErrExists) {

@@ -30,7 +30,9 @@ type Target struct {
 // Change reports that a target went from clean to dirty: one per dirty period,
 // however many writes it holds. By the time a Change is delivered the notifier
 // has re-armed (cleared its flag) and flushed the filesystem (syncfs), so a
-// snapshot taken now includes every write that caused it.
+// snapshot taken now includes every write that caused it. A notifier built to
+// leave the flush to its consumer (EBPFNoFlush, WatcherOptions.ConsumerFlushes)
+// only re-arms; the consumer runs syncfs right before its snapshot.
 type Change struct {
 	Time    time.Time
 	Dataset string

@@ -117,6 +117,10 @@ func (a *Agent) startMaster(ctx context.Context, r *runner) error {
 	if err := a.opts.Notifier.Add(ctx, Target{Name: r.ds.ZFS, Mountpoint: mp}); err != nil {
 		return fmt.Errorf("dataset %s: watching %s with the %s tier: %w", r.ds.Name, mp, a.opts.Notifier.Tier(), err)
 	}
+	if f, ok := a.opts.Notifier.(snapshotFlusher); ok {
+		ds := r.ds.ZFS
+		m.flush = func() { f.FlushBeforeSnapshot(ds) } // before m runs: no race
+	}
 	if ts, ok := a.opts.Notifier.(targetStatuser); ok {
 		if st, ok := ts.TargetStatus(r.ds.ZFS); ok {
 			m.tier = notifierStatus(st) // before m runs: no race

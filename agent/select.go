@@ -51,7 +51,10 @@ type FactoryConfig struct {
 	TimerInterval time.Duration
 	Written       WrittenFunc // nil: report every interval
 	Block         BlockZFS    // the block tier's ZFS queries; nil: no ZFS here
-	Log           *slog.Logger
+	// ConsumerFlushes: the event tiers report without a syncfs; the
+	// consumer flushes right before each snapshot (FlushBeforeSnapshot).
+	ConsumerFlushes bool
+	Log             *slog.Logger
 }
 
 // Factory builds one tier's notifier ("loads" it); Add on it attaches.
@@ -62,6 +65,9 @@ func DefaultFactories() map[string]Factory {
 	ebpf := func(tier string) Factory {
 		return func(c FactoryConfig) (Notifier, error) {
 			opts := []EBPFOption{EBPFLog(c.Log)}
+			if c.ConsumerFlushes {
+				opts = append(opts, EBPFNoFlush())
+			}
 			if tier == TierBlock {
 				if c.Block == nil {
 					return nil, errors.New("the block tier needs ZFS, and none was given")
@@ -76,8 +82,14 @@ func DefaultFactories() map[string]Factory {
 		TierKprobe:     ebpf(TierKprobe),
 		TierTracepoint: ebpf(TierTracepoint),
 		TierBlock:      ebpf(TierBlock),
-		TierFanotify:   func(c FactoryConfig) (Notifier, error) { return NewFanotify(c.Log) },
-		TierTimer:      func(c FactoryConfig) (Notifier, error) { return NewTimer(c.TimerInterval, c.Written, c.Log) },
+		TierFanotify: func(c FactoryConfig) (Notifier, error) {
+			f, err := NewFanotify(c.Log)
+			if err == nil {
+				f.noFlush = c.ConsumerFlushes
+			}
+			return f, err
+		},
+		TierTimer: func(c FactoryConfig) (Notifier, error) { return NewTimer(c.TimerInterval, c.Written, c.Log) },
 	}
 }
 
@@ -89,7 +101,11 @@ type WatcherOptions struct {
 	TimerInterval time.Duration      // default DefaultTimerInterval
 	Written       WrittenFunc        // for both timers; nil: cannot tell
 	Block         BlockZFS           // for the block tier; nil: it refuses
-	Log           *slog.Logger
+	// ConsumerFlushes: the caller runs FlushBeforeSnapshot before each
+	// snapshot, so the event tiers report changes without a syncfs of
+	// their own (one flush per snapshot instead of one per event).
+	ConsumerFlushes bool
+	Log             *slog.Logger
 }
 
 // Watcher watches many targets, each with the best tier that works for it,
@@ -310,7 +326,30 @@ func (w *Watcher) load(tier string) (Notifier, error) {
 }
 
 func (w *Watcher) config(interval time.Duration) FactoryConfig {
-	return FactoryConfig{TimerInterval: interval, Written: w.opts.Written, Block: w.opts.Block, Log: w.log}
+	return FactoryConfig{TimerInterval: interval, Written: w.opts.Written, Block: w.opts.Block,
+		ConsumerFlushes: w.opts.ConsumerFlushes, Log: w.log}
+}
+
+// FlushBeforeSnapshot runs syncfs on the named target's filesystem, as
+// mounted now, when the watcher was built with ConsumerFlushes: pages
+// stored through mappings reach ZFS before the snapshot and are
+// write-protected again, so the next store is an event. Bounded as the
+// notifiers' flushes are; a failure is logged and the snapshot goes on.
+func (w *Watcher) FlushBeforeSnapshot(name string) {
+	if !w.opts.ConsumerFlushes {
+		return
+	}
+	w.mu.Lock()
+	wt, ok := w.targets[name]
+	var mp string
+	if ok && !wt.gone {
+		mp = wt.status.Target.Mountpoint
+	}
+	w.mu.Unlock()
+	if mp == "" {
+		return
+	}
+	flushes.flushLogged(w.log, mp, name, "syncfs before the snapshot failed; taking it anyway")
 }
 
 // addSafetyNet adds t to the slow timer, starting it on first use.

@@ -127,7 +127,10 @@ func selectNotifier(c *config.Config, cli *snapshot.CLI, z *snapshot.ZFS, d snap
 		TimerInterval: c.Notify.Interval,
 		Written:       agent.WrittenFromZFS(z, d),
 		Block:         agent.ZFSBlockQueries{CLI: cli, ZFS: z},
-		Log:           log,
+		// The master flushes right before each snapshot: one syncfs per
+		// snapshot, not one per event while writes keep coming.
+		ConsumerFlushes: true,
+		Log:             log,
 	})
 	if err != nil {
 		return nil, err // not a nil *Watcher inside a non-nil Notifier
