@@ -140,6 +140,7 @@ func handler(stop func()) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	handleAppends(mux)
 	mux.HandleFunc("POST /exit", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		stop()
