@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"errors"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/flockerha/flocker/internal/agentpair"
 )
 
 // TestVMScenarioOnlyWhenNamed: the default run leaves the VM tier out
@@ -21,5 +25,60 @@ func TestVMScenarioOnlyWhenNamed(t *testing.T) {
 	named, err := selectScenarios([]string{"vm"})
 	if err != nil || len(named) != 1 || !named[0].VM {
 		t.Errorf("--scenario vm: %v, %v", named, err)
+	}
+}
+
+// TestVMDeliveries: the guests' log records become deliveries on a's
+// clock (b's receive time minus the skew), each with its snapshot's start
+// and, where the snapshot was read, the highest write it holds; then
+// attribute charges each write to the first receive holding it.
+func TestVMDeliveries(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 2, 0, 0, 0, time.UTC)
+	rec := func(msg string, at time.Time, kv ...any) agentpair.Record {
+		r := agentpair.Record{"msg": msg, "time": at.Format(time.RFC3339Nano), "dataset": "app"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			r[kv[i].(string)] = kv[i+1]
+		}
+		return r
+	}
+	aRecs := []agentpair.Record{
+		rec("snapshot taken", t0.Add(110*time.Millisecond), "snapshot", "s1", "took", float64(10*time.Millisecond)),
+		rec("snapshot taken", t0.Add(310*time.Millisecond), "snapshot", "s2", "took", float64(10*time.Millisecond)),
+		rec("snapshot taken", t0.Add(time.Second), "snapshot", "other", "took", float64(0), "dataset", "big"),
+	}
+	// b's clock runs 500 ms ahead of a's.
+	skew := vmClock{skew: 500 * time.Millisecond}
+	bRecs := []agentpair.Record{
+		rec("received", t0.Add(700*time.Millisecond), "target", "s1"),
+		rec("received", t0.Add(900*time.Millisecond), "target", "s2"),
+		rec("received", t0.Add(950*time.Millisecond), "target", "x", "dataset", "big"),
+	}
+	starts, recv := vmLogEvents(aRecs, bRecs, "app")
+	if len(starts) != 2 || !starts["s1"].Equal(t0.Add(100*time.Millisecond)) || len(recv) != 2 {
+		t.Fatalf("starts %v, receives %v", starts, recv)
+	}
+	// s1 was read back (holds writes 0 and 1); s2's copy was gone.
+	ds := vmDeliveries(starts, recv, []int{1, -1}, []error{nil, errors.New("pruned")}, skew)
+	if !ds[0].Observed || ds[0].Highest != 1 || !ds[0].Received.Equal(t0.Add(200*time.Millisecond)) {
+		t.Errorf("delivery of s1: %+v", ds[0])
+	}
+	if ds[1].Observed || !ds[1].Start.Equal(t0.Add(300*time.Millisecond)) || !ds[1].Received.Equal(t0.Add(400*time.Millisecond)) {
+		t.Errorf("delivery of s2: %+v", ds[1])
+	}
+	done := []time.Time{t0.Add(50 * time.Millisecond), t0.Add(90 * time.Millisecond), t0.Add(150 * time.Millisecond)}
+	got := attribute(done, ds)
+	want := []time.Duration{150 * time.Millisecond, 110 * time.Millisecond, 250 * time.Millisecond}
+	if !slices.Equal(got.Lags, want) || got.Bounded != 1 || got.Undelivered != 0 {
+		t.Errorf("attribution: %+v, want lags %v with one bounded", got, want)
+	}
+}
+
+func TestSendSize(t *testing.T) {
+	out := "full\ttank/big@local1\t134395712\nsize\t134395712\n"
+	if n := sendSize(out); n != 134395712 {
+		t.Errorf("sendSize = %d", n)
+	}
+	if n := sendSize("nothing here\n"); n != 0 {
+		t.Errorf("sendSize of no size line = %d", n)
 	}
 }

@@ -79,7 +79,10 @@ var vip = netip.MustParsePrefix("192.0.2.100/24")
 // the driver until it says exit.
 const script = `set -eu
 modprobe zfs
-mkdir -p /etc/flocker /var/log
+mkdir -p /etc/flocker /var/log /usr/bin
+# OpenZFS mounts a snapshot under .zfs/snapshot by running /usr/bin/env
+# mount: the image has env in /bin only.
+[ -e /usr/bin/env ] || ln -s /bin/env /usr/bin/env
 : >/var/log/flocker-agent.log
 # The agent's log also goes to the console, which outlives the network:
 # Run prints the console's end when the story fails.
