@@ -114,6 +114,8 @@ type vmRun struct {
 	// unread counts receives whose snapshot could not be read back.
 	unread   int
 	firstErr error
+	// The agents' records of the run, for the stage medians.
+	aRecs, bRecs []agentpair.Record
 }
 
 // result attributes the run's writes with b's clock put on a's by k.
@@ -160,7 +162,8 @@ func vmRate(ctx context.Context, e *Env, c *vmdemo.Cluster, run uint32, rate flo
 	if err != nil {
 		return vmRun{}, err
 	}
-	starts, recv := vmLogEvents(aRecs[min(mark.a, len(aRecs)):], bRecs[min(mark.b, len(bRecs)):], agentpair.DatasetName)
+	aRecs, bRecs = aRecs[min(mark.a, len(aRecs)):], bRecs[min(mark.b, len(bRecs)):]
+	starts, recv := vmLogEvents(aRecs, bRecs, agentpair.DatasetName)
 	paths := make([]string, len(recv))
 	for i, r := range recv {
 		paths[i] = fmt.Sprintf("%s/.zfs/snapshot/%s/%s", b.Mountpoint(), r.target, file)
@@ -169,7 +172,7 @@ func vmRate(ctx context.Context, e *Env, c *vmdemo.Cluster, run uint32, rate flo
 	if err != nil {
 		return vmRun{}, err
 	}
-	out := vmRun{ap: ap, starts: starts, recv: recv, seqs: seqs, errs: errs}
+	out := vmRun{ap: ap, starts: starts, recv: recv, seqs: seqs, errs: errs, aRecs: aRecs, bRecs: bRecs}
 	for i, err := range errs {
 		if err != nil {
 			e.log.Debug("vm: snapshot not read back", "snapshot", recv[i].target, "err", err)
@@ -179,6 +182,50 @@ func vmRate(ctx context.Context, e *Env, c *vmdemo.Cluster, run uint32, rate flo
 		}
 	}
 	return out, nil
+}
+
+// vmStages says where a snapshot's time went, as medians over the
+// snapshots of ds that b received: the master's wait from the first change
+// it saw to starting the snapshot (its change_age), zfs snapshot, the
+// snapshot taken to its transfer starting, and the transfer's start to
+// b's "received" (b's zfs receive alone in brackets).
+func vmStages(aRecs, bRecs []agentpair.Record, ds string, k vmClock) string {
+	taken := map[string]agentpair.Record{}
+	started := map[string]time.Time{}
+	for _, r := range aRecs {
+		if r.Str("dataset") != ds {
+			continue
+		}
+		switch r.Msg() {
+		case "snapshot taken":
+			taken[r.Str("snapshot")] = r
+		case "transfer started":
+			started[r.Str("target")] = recordTime(r)
+		}
+	}
+	var age, snap, queue, xfer, recv []float64
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	for _, r := range bRecs {
+		if r.Msg() != "received" || r.Str("dataset") != ds {
+			continue
+		}
+		t, ok1 := taken[r.Str("target")]
+		st, ok2 := started[r.Str("target")]
+		if !ok1 || !ok2 {
+			continue
+		}
+		age = append(age, ms(time.Duration(t.Num("change_age"))))
+		snap = append(snap, ms(time.Duration(t.Num("took"))))
+		queue = append(queue, ms(st.Sub(recordTime(t))))
+		xfer = append(xfer, ms(k.onA(recordTime(r)).Sub(st)))
+		recv = append(recv, ms(time.Duration(r.Num("took"))))
+	}
+	if len(snap) == 0 {
+		return ""
+	}
+	p50 := func(v []float64) float64 { return Summarize(v).P50 }
+	return fmt.Sprintf("per received snapshot (%d), medians: first change seen to snapshot start %.0f ms, zfs snapshot %.0f ms, taken to transfer start %.0f ms, transfer start to b's received %.0f ms (b's receive %.0f ms)",
+		len(snap), p50(age), p50(snap), p50(queue), p50(xfer), p50(recv))
 }
 
 // vmRates measures lag at 10 and 1,000 writes/s with the agents already
@@ -223,6 +270,7 @@ func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP
 		if g.run.unread > 0 {
 			row.Note = joinNote(row.Note, fmt.Sprintf("%d of %d received snapshots not read back (%v)", g.run.unread, len(g.run.recv), g.run.firstErr))
 		}
+		row.Note = joinNote(row.Note, vmStages(g.run.aRecs, g.run.bRecs, agentpair.DatasetName, k))
 		row.Note = joinNote(row.Note, clockNote)
 		againstFloor(&row, floorP50)
 		rows = append(rows, row)

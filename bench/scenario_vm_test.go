@@ -82,3 +82,27 @@ func TestSendSize(t *testing.T) {
 		t.Errorf("sendSize of no size line = %d", n)
 	}
 }
+
+// TestVMStages: the stage medians come from one snapshot's records on
+// both guests, b's time put on a's clock.
+func TestVMStages(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 2, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) string { return t0.Add(d).Format(time.RFC3339Nano) }
+	aRecs := []agentpair.Record{
+		{"msg": "snapshot taken", "time": at(100 * time.Millisecond), "dataset": "app", "snapshot": "s1",
+			"took": float64(40 * time.Millisecond), "change_age": float64(20 * time.Millisecond)},
+		{"msg": "transfer started", "time": at(130 * time.Millisecond), "dataset": "app", "target": "s1"},
+	}
+	bRecs := []agentpair.Record{
+		// b's clock is 1 s behind a's: 1.3 s on a's clock.
+		{"msg": "received", "time": at(300 * time.Millisecond), "dataset": "app", "target": "s1", "took": float64(90 * time.Millisecond)},
+	}
+	got := vmStages(aRecs, bRecs, "app", vmClock{skew: -time.Second})
+	want := "per received snapshot (1), medians: first change seen to snapshot start 20 ms, zfs snapshot 40 ms, taken to transfer start 30 ms, transfer start to b's received 1170 ms (b's receive 90 ms)"
+	if got != want {
+		t.Errorf("vmStages:\n got %s\nwant %s", got, want)
+	}
+	if got := vmStages(aRecs, nil, "app", vmClock{}); got != "" {
+		t.Errorf("vmStages without receives: %q", got)
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -119,6 +121,14 @@ func handleAppends(mux *http.ServeMux) {
 		out := make([]Highest, len(paths))
 		for i, p := range paths {
 			seq, err := highestRecord(p, uint32(run))
+			if errors.Is(err, fs.ErrNotExist) {
+				// A file its directory lacks holds no record: a snapshot
+				// taken before the file existed. A missing directory (a
+				// snapshot pruned) stays an error.
+				if _, derr := os.Stat(filepath.Dir(p)); derr == nil {
+					seq, err = -1, nil
+				}
+			}
 			out[i].Seq = seq
 			if err != nil {
 				out[i].Err = err.Error()

@@ -56,19 +56,24 @@ func TestAppendsAndHighest(t *testing.T) {
 	if code, body := post("/appends", url.Values{"path": {file}, "run": {"8"}, "rate": {"1000"}, "count": {"3"}}, ""); code != http.StatusOK {
 		t.Fatalf("appends, run 8: %d %s", code, body)
 	}
-	paths, _ := json.Marshal([]string{file, filepath.Join(dir, "missing")})
+	paths, _ := json.Marshal([]string{file, filepath.Join(dir, "missing"), filepath.Join(dir, "gone", "append.log")})
 	check := func(run int, want int) {
 		t.Helper()
 		code, body := post("/highest", url.Values{"run": {strconv.Itoa(run)}}, string(paths))
 		var hs []Highest
-		if code != http.StatusOK || json.Unmarshal(body, &hs) != nil || len(hs) != 2 {
+		if code != http.StatusOK || json.Unmarshal(body, &hs) != nil || len(hs) != 3 {
 			t.Fatalf("highest: %d %s", code, body)
 		}
 		if hs[0].Seq != want || hs[0].Err != "" {
 			t.Errorf("highest of run %d: %+v, want seq %d", run, hs[0], want)
 		}
-		if hs[1].Err == "" {
-			t.Errorf("highest of a missing file: %+v, want an error", hs[1])
+		// A file missing from an existing directory holds nothing (a
+		// snapshot from before the file); a missing directory is an error.
+		if hs[1].Seq != -1 || hs[1].Err != "" {
+			t.Errorf("highest of a file its directory lacks: %+v, want -1", hs[1])
+		}
+		if hs[2].Err == "" {
+			t.Errorf("highest in a missing directory: %+v, want an error", hs[2])
 		}
 	}
 	check(8, 2)
