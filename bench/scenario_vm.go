@@ -75,6 +75,19 @@ func runVM(ctx context.Context, e *Env) ([]Row, error) {
 			vmNote, len(ap.Done), ap.Elapsed.Round(time.Millisecond), float64(len(ap.Done))/ap.Elapsed.Seconds())
 		rows = append(rows, lr)
 	}
+	// syncfs, which the notifiers run before reporting a change, idle and
+	// under the same load.
+	quiet, busy, sap, err := vmSyncfs(ctx, c.A, pick(e, 5, 2), 1000, pick(e, 5.0, 1.5))
+	if err != nil {
+		rows = append(rows, Row{Case: "syncfs", Metric: "syncfs", Unit: "ms", Status: StatusFailed, Note: oneLine(err.Error())})
+	} else {
+		qr := dist("", "syncfs, idle", "syncfs", "ms", quiet)
+		qr.Note = vmNote + "; busybox sync -f (syncfs(2)) on the floor dataset in guest a, timed in the guest, no agent running: the flush every notifier tier runs before it reports a change"
+		br := dist("", "syncfs while 1,000 writes/s land", "syncfs", "ms", busy)
+		br.Note = fmt.Sprintf("%s; as syncfs, idle, while a writer in guest a appends to that dataset at 1,000/s (%d in %v: %.0f/s achieved); a call still running when the writer stops is timed to its end",
+			vmNote, len(sap.Done), sap.Elapsed.Round(time.Millisecond), float64(len(sap.Done))/max(sap.Elapsed.Seconds(), 1e-9))
+		rows = append(rows, qr, br)
+	}
 	n := pick(e, 10, 4)
 	// Measured best tier last (vmModes is best first), so that the rate
 	// runs below find the agents running with it; reported in vmModes order.

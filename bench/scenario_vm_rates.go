@@ -228,6 +228,61 @@ func vmStages(aRecs, bRecs []agentpair.Record, ds string, k vmClock) string {
 		len(snap), p50(age), p50(snap), p50(queue), p50(xfer), p50(recv))
 }
 
+// vmFlushWarnings counts a's warnings about a syncfs that failed or did
+// not return in time (the notifiers' flush before reporting a change).
+func vmFlushWarnings(aRecs []agentpair.Record) string {
+	n, first := 0, ""
+	for _, r := range aRecs {
+		if r.Str("level") == "WARN" && strings.Contains(r.Msg(), "syncfs") {
+			if n++; first == "" {
+				first = r.Msg() + ": " + r.Str("err")
+			}
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("alpha warned %d times about syncfs (%s)", n, first)
+}
+
+// vmSyncfs times syncfs(2) on the floor dataset in guest a (busybox sync
+// -f), the flush every notifier tier runs before reporting a change: idle
+// rounds, then rounds for as long as a writer in guest a appends at rate
+// into that dataset. No agent runs.
+func vmSyncfs(ctx context.Context, a *vmdemo.Guest, idle int, rate, secs float64) (quiet, loaded []float64, ap vmdemo.Appends, err error) {
+	script := fmt.Sprintf("sync -f /%s/floor", a.Pool())
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	for range idle {
+		_, took, err := a.ShTimed(ctx, script)
+		if err != nil {
+			return nil, nil, ap, err
+		}
+		quiet = append(quiet, ms(took))
+	}
+	type done struct {
+		ap  vmdemo.Appends
+		err error
+	}
+	wrote := make(chan done, 1)
+	go func() {
+		ap, err := a.Appends(ctx, fmt.Sprintf("/%s/floor/load.log", a.Pool()), 201, rate, int(rate*secs))
+		wrote <- done{ap, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the writer under way first
+	for {
+		select {
+		case d := <-wrote:
+			return quiet, loaded, d.ap, d.err
+		default:
+		}
+		_, took, err := a.ShTimed(ctx, script)
+		if err != nil {
+			return nil, nil, ap, err
+		}
+		loaded = append(loaded, ms(took))
+	}
+}
+
 // vmRates measures lag at 10 and 1,000 writes/s with the agents already
 // running with tier, against the floor.
 func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP50 float64) ([]Row, error) {
@@ -271,6 +326,7 @@ func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP
 			row.Note = joinNote(row.Note, fmt.Sprintf("%d of %d received snapshots not read back (%v)", g.run.unread, len(g.run.recv), g.run.firstErr))
 		}
 		row.Note = joinNote(row.Note, vmStages(g.run.aRecs, g.run.bRecs, agentpair.DatasetName, k))
+		row.Note = joinNote(row.Note, vmFlushWarnings(g.run.aRecs))
 		row.Note = joinNote(row.Note, clockNote)
 		againstFloor(&row, floorP50)
 		rows = append(rows, row)

@@ -105,4 +105,12 @@ func TestVMStages(t *testing.T) {
 	if got := vmStages(aRecs, nil, "app", vmClock{}); got != "" {
 		t.Errorf("vmStages without receives: %q", got)
 	}
+	warn := agentpair.Record{"msg": "syncfs failed; reporting the change anyway", "level": "WARN", "err": "syncfs /tank/app: no answer within 10s"}
+	debug := agentpair.Record{"msg": "syncfs failed; reporting the change anyway", "level": "DEBUG"}
+	if got, want := vmFlushWarnings(append(aRecs, warn, debug, warn)), "alpha warned 2 times about syncfs (syncfs failed; reporting the change anyway: syncfs /tank/app: no answer within 10s)"; got != want {
+		t.Errorf("vmFlushWarnings:\n got %s\nwant %s", got, want)
+	}
+	if got := vmFlushWarnings(aRecs); got != "" {
+		t.Errorf("vmFlushWarnings without warnings: %q", got)
+	}
 }
