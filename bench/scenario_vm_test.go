@@ -73,6 +73,18 @@ func TestVMDeliveries(t *testing.T) {
 	}
 }
 
+func TestParseBusy(t *testing.T) {
+	got, err := parseBusy("cpu  100 5 200 9000 40 10 20 0 0 0\n")
+	if err != nil || got != 3.35 {
+		t.Errorf("parseBusy = %v, %v; want 3.35 s (all but idle and iowait, at 100 per second)", got, err)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8", "cpu 1 2 x 4 5 6 7 8"} {
+		if _, err := parseBusy(bad); err == nil {
+			t.Errorf("parseBusy(%q): no error", bad)
+		}
+	}
+}
+
 func TestSendSize(t *testing.T) {
 	out := "full\ttank/big@local1\t134395712\nsize\t134395712\n"
 	if n := sendSize(out); n != 134395712 {
