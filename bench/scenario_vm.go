@@ -2,7 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/flockerha/flocker/agent/config"
@@ -39,7 +42,17 @@ func runVM(ctx context.Context, e *Env) ([]Row, error) {
 	}
 	var rows []Row
 	failed := true
+	if e.opts.AgentLogs != "" {
+		for _, g := range []*vmdemo.Guest{c.A, c.B} {
+			g.SetAgentLevel("debug")
+		}
+	}
 	defer func() {
+		if e.opts.AgentLogs != "" {
+			if err := copyVMAgentLogs(ctx, c, e.opts.AgentLogs); err != nil {
+				e.log.Warn("vm tier: copying the agents' logs", "err", err)
+			}
+		}
 		if cerr := c.Close(failed); cerr != nil {
 			e.log.Warn("vm tier teardown", "err", cerr)
 		}
@@ -237,6 +250,23 @@ func vmAgents(ctx context.Context, c *vmdemo.Cluster, mode string) (string, erro
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// copyVMAgentLogs copies both guests' agent logs (every run, JSON) into
+// dir as alpha-vm-agent.log and beta-vm-agent.log.
+func copyVMAgentLogs(ctx context.Context, c *vmdemo.Cluster, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range []*vmdemo.Guest{c.A, c.B} {
+		text, err := g.AgentLogText(ctx)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, g.Node()+"-vm-agent.log"), []byte(text), 0o644)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // progressWriter turns the VM cluster's notes into progress lines.

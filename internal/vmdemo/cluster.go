@@ -247,6 +247,13 @@ func (g *Guest) SetKeys(ctx context.Context, section string, kv ...string) error
 func (g *Guest) StartAgent(ctx context.Context) error { return startAgent(ctx, g) }
 func (g *Guest) StopAgent(ctx context.Context) error  { return stopAgent(ctx, g) }
 
+// SetAgentLevel sets the --log-level of the agents StartAgent starts
+// from now on (debug for a cycle's timeline).
+func (g *Guest) SetAgentLevel(level string) { g.agentLevel = level }
+
+// AgentLogText returns the agent log as it is, every run so far.
+func (g *Guest) AgentLogText(ctx context.Context) (string, error) { return g.sh(ctx, "cat "+agentLog) }
+
 // AgentLog returns the agent log's records, of every run so far.
 func (g *Guest) AgentLog(ctx context.Context) ([]agentpair.Record, error) { return g.agentLog(ctx) }
 

@@ -26,6 +26,7 @@ type guest struct {
 	ip                    string // without the prefix length
 	pool, zfs, mountpoint string
 	role                  string // initial role
+	agentLevel            string // the agent's --log-level; "" for its default
 
 	client *http.Client
 }

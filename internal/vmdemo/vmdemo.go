@@ -465,8 +465,12 @@ func waitUp(ctx context.Context, g *guest, vmEnded <-chan struct{}, timeout time
 }
 
 func startAgent(ctx context.Context, g *guest) error {
-	_, err := g.sh(ctx, fmt.Sprintf("flocker agent --config %s --log-format json </dev/null >>%s 2>&1 & echo $! >%s",
-		configPath, agentLog, agentPID))
+	level := ""
+	if g.agentLevel != "" {
+		level = " --log-level " + g.agentLevel
+	}
+	_, err := g.sh(ctx, fmt.Sprintf("flocker agent --config %s --log-format json%s </dev/null >>%s 2>&1 & echo $! >%s",
+		configPath, level, agentLog, agentPID))
 	return err
 }
 
