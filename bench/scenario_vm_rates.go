@@ -336,10 +336,20 @@ func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP
 
 // vmFloorLoaded is the floor while guest a appends at rate into the floor
 // dataset: rounds of snapshot + incremental send|recv (timed in the
-// guest) for as long as the writer runs. The first round starts from
-// snapshot @fN, the plain floor's last.
-func vmFloorLoaded(ctx context.Context, e *Env, a *vmdemo.Guest, lastPlain int, rate float64, secs float64) ([]float64, vmdemo.Appends, error) {
+// guest) for as long as the writer runs, the first from snapshot @prev,
+// the others named prefix1, prefix2, ... With syncLoop a shell loop runs
+// syncfs on the dataset back to back meanwhile, as an event tier's
+// notifier does while events keep coming (agent/ebpf.go's flush loop).
+// It returns the samples, what the writer did and the last snapshot.
+func vmFloorLoaded(ctx context.Context, a *vmdemo.Guest, prev, prefix string, rate, secs float64, syncLoop bool) ([]float64, vmdemo.Appends, string, error) {
 	pool := a.Pool()
+	stop := "/run/flocker-bench-syncloop-" + prefix
+	if syncLoop {
+		if _, err := a.Sh(ctx, fmt.Sprintf("rm -f %[1]s; (while [ ! -e %[1]s ]; do sync -f /%[2]s/floor; done) </dev/null >/dev/null 2>&1 &", stop, pool)); err != nil {
+			return nil, vmdemo.Appends{}, prev, err
+		}
+		defer func() { _, _ = a.Sh(context.WithoutCancel(ctx), "touch "+stop) }()
+	}
 	type done struct {
 		ap  vmdemo.Appends
 		err error
@@ -349,25 +359,24 @@ func vmFloorLoaded(ctx context.Context, e *Env, a *vmdemo.Guest, lastPlain int, 
 		ap, err := a.Appends(ctx, fmt.Sprintf("/%s/floor/load.log", pool), 200, rate, int(rate*secs))
 		wrote <- done{ap, err}
 	}()
-	prev := fmt.Sprintf("f%d", lastPlain)
 	var out []float64
 	time.Sleep(300 * time.Millisecond) // the writer under way first
 	for i := 1; ; i++ {
 		select {
 		case d := <-wrote:
 			if d.err != nil {
-				return nil, d.ap, d.err
+				return nil, d.ap, prev, d.err
 			}
 			if len(out) == 0 {
-				return nil, d.ap, fmt.Errorf("no round finished while %d writes landed in %v", len(d.ap.Done), d.ap.Elapsed)
+				return nil, d.ap, prev, fmt.Errorf("no round finished while %d writes landed in %v", len(d.ap.Done), d.ap.Elapsed)
 			}
-			return out, d.ap, nil
+			return out, d.ap, prev, nil
 		default:
 		}
-		cur := fmt.Sprintf("l%d", i)
+		cur := fmt.Sprintf("%s%d", prefix, i)
 		_, took, err := a.ShTimed(ctx, fmt.Sprintf("zfs snapshot %[1]s/floor@%[2]s && zfs send -i @%[3]s %[1]s/floor@%[2]s | zfs receive %[1]s/floorcopy", pool, cur, prev))
 		if err != nil {
-			return nil, vmdemo.Appends{}, err
+			return nil, vmdemo.Appends{}, prev, err
 		}
 		out = append(out, float64(took)/float64(time.Millisecond))
 		prev = cur
