@@ -186,8 +186,9 @@ func vmRate(ctx context.Context, e *Env, c *vmdemo.Cluster, run uint32, rate flo
 
 // vmStages says where a snapshot's time went, as medians over the
 // snapshots of ds that b received: the master's wait from the first change
-// it saw to starting the snapshot (its change_age), zfs snapshot, the
-// snapshot taken to its transfer starting, and the transfer's start to
+// it saw to starting the snapshot (its change_age), taking it (the
+// master's took: zfs snapshot, then zfs get of its guid), the snapshot
+// taken to its transfer starting, and the transfer's start to
 // b's "received" (b's zfs receive alone in brackets).
 func vmStages(aRecs, bRecs []agentpair.Record, ds string, k vmClock) string {
 	taken := map[string]agentpair.Record{}
@@ -224,7 +225,7 @@ func vmStages(aRecs, bRecs []agentpair.Record, ds string, k vmClock) string {
 		return ""
 	}
 	p50 := func(v []float64) float64 { return Summarize(v).P50 }
-	return fmt.Sprintf("per received snapshot (%d), medians: first change seen to snapshot start %.0f ms, zfs snapshot %.0f ms, taken to transfer start %.0f ms, transfer start to b's received %.0f ms (b's receive %.0f ms)",
+	return fmt.Sprintf("per received snapshot (%d), medians: first change seen to snapshot start %.0f ms, taking it (zfs snapshot, zfs get) %.0f ms, taken to transfer start %.0f ms, transfer start to b's received %.0f ms (b's receive %.0f ms)",
 		len(snap), p50(age), p50(snap), p50(queue), p50(xfer), p50(recv))
 }
 

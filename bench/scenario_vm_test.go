@@ -110,7 +110,7 @@ func TestVMStages(t *testing.T) {
 		{"msg": "received", "time": at(300 * time.Millisecond), "dataset": "app", "target": "s1", "took": float64(90 * time.Millisecond)},
 	}
 	got := vmStages(aRecs, bRecs, "app", vmClock{skew: -time.Second})
-	want := "per received snapshot (1), medians: first change seen to snapshot start 20 ms, zfs snapshot 40 ms, taken to transfer start 30 ms, transfer start to b's received 1170 ms (b's receive 90 ms)"
+	want := "per received snapshot (1), medians: first change seen to snapshot start 20 ms, taking it (zfs snapshot, zfs get) 40 ms, taken to transfer start 30 ms, transfer start to b's received 1170 ms (b's receive 90 ms)"
 	if got != want {
 		t.Errorf("vmStages:\n got %s\nwant %s", got, want)
 	}
