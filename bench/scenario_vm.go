@@ -140,11 +140,23 @@ func runVM(ctx context.Context, e *Env) ([]Row, error) {
 				return rows, err
 			}
 		}
-		rr, err := vmRates(ctx, e, c, best, floorP50)
+		rr, err := vmRates(ctx, e, c, best, []float64{10, 1000}, 100, floorP50)
 		if err != nil {
 			rows = append(rows, Row{Case: best + "@rates", Metric: "write-to-replica lag", Unit: "ms", Status: StatusFailed, Note: oneLine(err.Error())})
 		}
 		rows = append(rows, rr...)
+		// The 1 s timer at 1,000 writes/s beside it: one syncfs per tick
+		// instead of an event tier's flush loop (the syncfs-loop floor row
+		// shows what back-to-back flushes cost ZFS under that load).
+		if tier, err := vmAgents(ctx, c, config.NotifyTimer); err != nil || tier != config.NotifyTimer {
+			rows = append(rows, Row{Case: "timer-1s@1000/s", Metric: "write-to-replica lag", Unit: "ms", Status: StatusFailed, Note: fmt.Sprintf("agents with the timer tier: watching with %q, %v", tier, err)})
+		} else {
+			tr, err := vmRates(ctx, e, c, "timer-1s", []float64{1000}, 110, floorP50)
+			if err != nil {
+				tr = append(tr, Row{Case: "timer-1s@1000/s", Metric: "write-to-replica lag", Unit: "ms", Status: StatusFailed, Note: oneLine(err.Error())})
+			}
+			rows = append(rows, tr...)
+		}
 	}
 	tr, err := vmThroughput(ctx, e, c, pick[int64](e, 128<<20, 16<<20))
 	if err != nil {

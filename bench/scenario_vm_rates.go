@@ -284,9 +284,9 @@ func vmSyncfs(ctx context.Context, a *vmdemo.Guest, idle int, rate, secs float64
 	}
 }
 
-// vmRates measures lag at 10 and 1,000 writes/s with the agents already
-// running with tier, against the floor.
-func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP50 float64) ([]Row, error) {
+// vmRates measures lag at each rate with the agents already running (with
+// the tier label names), against the floor; run ids start at firstRun.
+func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, label string, rates []float64, firstRun uint32, floorP50 float64) ([]Row, error) {
 	before, err := measureVMClock(ctx, c)
 	if err != nil {
 		return nil, err
@@ -296,13 +296,13 @@ func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP
 		run  vmRun
 	}
 	var got []result
-	for i, rate := range []float64{10, 1000} {
+	for i, rate := range rates {
 		secs := pick(e, 8.0, 2.0)
 		if rate == 1000 {
 			secs = pick(e, 5.0, 1.5)
 		}
-		e.progress("vm: lag at %.0f writes/s with %s, %.0f s, the writer in guest a", rate, tier, secs)
-		run, err := vmRate(ctx, e, c, uint32(100+i), rate, int(rate*secs))
+		e.progress("vm: lag at %.0f writes/s with %s, %.0f s, the writer in guest a", rate, label, secs)
+		run, err := vmRate(ctx, e, c, firstRun+uint32(i), rate, int(rate*secs))
 		if err != nil {
 			return nil, fmt.Errorf("%.0f writes/s: %w", rate, err)
 		}
@@ -318,7 +318,7 @@ func vmRates(ctx context.Context, e *Env, c *vmdemo.Cluster, tier string, floorP
 		before.skew.Round(time.Microsecond), after.skew.Round(time.Microsecond), max(before.bound, after.bound).Round(time.Microsecond), k.bound.Round(time.Microsecond))
 	var rows []Row
 	for _, g := range got {
-		row := lagRow(fmt.Sprintf("%s@%.0f/s", tier, g.rate), g.run.result(k))
+		row := lagRow(fmt.Sprintf("%s@%.0f/s", label, g.rate), g.run.result(k))
 		row.Note = joinNote(vmNote+"; writer in guest a, lag from write() returning to b's agent logging received", row.Note)
 		if el := g.run.ap.Elapsed; el > 0 {
 			row.Note += fmt.Sprintf(" (%.0f writes/s achieved)", float64(len(g.run.ap.Done))/el.Seconds())
