@@ -234,7 +234,7 @@ func (c *CLI) stream(ctx context.Context, args []string, in io.Reader, out io.Wr
 			err = copyCounting(ours, in, &copied, nil)
 			closeOurs() // the end of the stream, for zfs
 		} else {
-			err = copyCounting(out, ours, &copied, func() {
+			err = copyAhead(out, ours, &copied, func() {
 				// After zfs exited only the pipe's remainder is left.
 				if zfsExited.Load() {
 					ours.SetReadDeadline(time.Now().Add(streamDrainIdle))
@@ -373,6 +373,65 @@ func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, beforeRead func
 			return &copyError{write: false, err: rerr}
 		}
 	}
+}
+
+// copyAhead is copyCounting with the next Read overlapping the current
+// Write: a send's writer (a QUIC stream) returns only when the chunk is out,
+// and without a chunk ready it idles until the pipe is read again. At most
+// two buffers of streamBufSize are held (one being written, one being
+// filled), besides zfs's pipe. A failed Write returns at once; the reader
+// then stops at its next Read of the pipe, which the caller closes.
+func copyAhead(dst io.Writer, src io.Reader, n *atomic.Int64, beforeRead func()) error {
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	const depth = 2
+	free := make(chan []byte, depth)
+	for range depth {
+		free <- make([]byte, streamBufSize)
+	}
+	filled := make(chan chunk, depth) // never blocks: at most depth buffers exist
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-quit:
+				return
+			}
+			if beforeRead != nil {
+				beforeRead()
+			}
+			nr, err := src.Read(b)
+			filled <- chunk{b[:nr], err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range filled {
+		if len(c.b) > 0 {
+			nw, werr := dst.Write(c.b)
+			n.Add(int64(nw))
+			if werr == nil && nw < len(c.b) {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return &copyError{write: true, err: werr}
+			}
+		}
+		if c.err == io.EOF {
+			return nil
+		}
+		if c.err != nil {
+			return &copyError{write: false, err: c.err}
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	return nil // not reached: the reader ends with an error chunk
 }
 
 // cappedBuffer keeps the first limit bytes written to it and counts the rest.
