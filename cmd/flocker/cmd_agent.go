@@ -93,8 +93,10 @@ func runAgent(ctx context.Context, e *env, path, zfsBin, zpoolBin string, zfsTim
 		}
 		return fail(e, "agent", err)
 	}
+	procs, restoreProcs := limitProcs()
+	defer restoreProcs()
 	e.log.Info("starting agent", "config", path, "certificate", fingerprint, "zfs_dialect", dialect.Name,
-		"zfs_version", dialect.Version, "features", dialect.Features)
+		"zfs_version", dialect.Version, "features", dialect.Features, "gomaxprocs", procs)
 	if err := a.Start(ctx); err != nil {
 		a.Close()
 		return fail(e, "agent", err)
