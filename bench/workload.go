@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flockerha/flocker/internal/records"
 )
 
 // A workload writes numbered writes into the master's dataset and finds,
@@ -35,24 +36,15 @@ type workload interface {
 // Sizes shared by the workloads: records are small, blocks are the
 // 4 KiB a database page or a VM disk sector cluster would be.
 const (
-	recordSize = 64
+	recordSize = records.Size
 	blockSize  = 4096
 	blockCount = 64 // 256 KiB: small enough to read whole after each ack
 )
 
-// stamp is the 12 bytes every write starts with: run id, then seq+1 (so
-// zero bytes mean "never written").
-func stamp(b []byte, run uint32, seq int) {
-	binary.LittleEndian.PutUint32(b[0:4], run)
-	binary.LittleEndian.PutUint64(b[4:12], uint64(seq)+1)
-}
+// stamp is the 12 bytes every write starts with (records.Stamp).
+func stamp(b []byte, run uint32, seq int) { records.Stamp(b, run, seq) }
 
-func unstamp(b []byte, run uint32) int {
-	if len(b) < 12 || binary.LittleEndian.Uint32(b[0:4]) != run {
-		return -1
-	}
-	return int(binary.LittleEndian.Uint64(b[4:12])) - 1
-}
+func unstamp(b []byte, run uint32) int { return records.Unstamp(b, run) }
 
 // appender appends one 64-byte record per write to append.log.
 type appender struct {
@@ -75,20 +67,7 @@ func (a *appender) Write(seq int) error {
 
 // Highest reads the last record: appends land in order.
 func (a *appender) Highest(dir string, run uint32) (int, error) {
-	f, err := os.Open(filepath.Join(dir, "append.log"))
-	if err != nil {
-		return -1, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() < recordSize {
-		return -1, err
-	}
-	var rec [recordSize]byte
-	if _, err := f.ReadAt(rec[:], st.Size()/recordSize*recordSize-recordSize); err != nil {
-		return -1, err
-	}
-	return unstamp(rec[:], run), nil
+	return records.Last(filepath.Join(dir, "append.log"), run)
 }
 
 func (a *appender) Stop() error { return closeFile(&a.f) }

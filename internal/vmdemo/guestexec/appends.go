@@ -1,24 +1,22 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/flockerha/flocker/internal/records"
 )
 
-// Records of POST /appends: 64 bytes each, starting with the run id
-// (uint32, little endian) and seq+1 (uint64): zero bytes are "never
-// written", and one file serves many runs. The same layout as the host
-// tier's appender (bench/workload.go).
-const recordSize = 64
+// Records of POST /appends are the host tier's (package records): 64
+// bytes each, run id and seq+1 first, so one file serves many runs.
+const recordSize = records.Size
 
 // AppendsResult is the answer to POST /appends. Times are this guest's
 // wall clock in Unix nanoseconds.
@@ -46,8 +44,7 @@ func appendRecords(path string, run uint32, rate float64, count int) (AppendsRes
 		if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
 			time.Sleep(d)
 		}
-		binary.LittleEndian.PutUint32(rec[0:4], run)
-		binary.LittleEndian.PutUint64(rec[4:12], uint64(i)+1)
+		records.Stamp(rec[:], run, i)
 		if _, err := f.Write(rec[:]); err != nil {
 			f.Close()
 			return res, fmt.Errorf("write %d: %w", i, err)
@@ -56,28 +53,6 @@ func appendRecords(path string, run uint32, rate float64, count int) (AppendsRes
 	}
 	res.ElapsedNS = int64(time.Since(start))
 	return res, f.Close()
-}
-
-// highestRecord returns the highest seq of run in path's last record: -1
-// when the file is empty or its last record is another run's.
-func highestRecord(path string, run uint32) (int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return -1, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() < recordSize {
-		return -1, err
-	}
-	var rec [recordSize]byte
-	if _, err := f.ReadAt(rec[:], st.Size()/recordSize*recordSize-recordSize); err != nil && !errors.Is(err, io.EOF) {
-		return -1, err
-	}
-	if binary.LittleEndian.Uint32(rec[0:4]) != run {
-		return -1, nil
-	}
-	return int(binary.LittleEndian.Uint64(rec[4:12])) - 1, nil
 }
 
 // Highest is one path's answer to POST /highest.
@@ -120,7 +95,7 @@ func handleAppends(mux *http.ServeMux) {
 		}
 		out := make([]Highest, len(paths))
 		for i, p := range paths {
-			seq, err := highestRecord(p, uint32(run))
+			seq, err := records.Last(p, uint32(run))
 			if errors.Is(err, fs.ErrNotExist) {
 				// A file its directory lacks holds no record: a snapshot
 				// taken before the file existed. A missing directory (a
