@@ -331,9 +331,11 @@ func (w *Watcher) config(interval time.Duration) FactoryConfig {
 }
 
 // FlushBeforeSnapshot runs syncfs on the named target's filesystem, as
-// mounted now, when the watcher was built with ConsumerFlushes: pages
-// stored through mappings reach ZFS before the snapshot and are
-// write-protected again, so the next store is an event. Bounded as the
+// mounted now, when the watcher was built with ConsumerFlushes and an event
+// tier watches it: pages stored through mappings reach ZFS before the
+// snapshot and are write-protected again, so the next store is an event.
+// The timer tier flushes before each report itself (its change check needs
+// it), so a target it watches is not flushed twice. Bounded as the
 // notifiers' flushes are; a failure is logged and the snapshot goes on.
 func (w *Watcher) FlushBeforeSnapshot(name string) {
 	if !w.opts.ConsumerFlushes {
@@ -342,7 +344,7 @@ func (w *Watcher) FlushBeforeSnapshot(name string) {
 	w.mu.Lock()
 	wt, ok := w.targets[name]
 	var mp string
-	if ok && !wt.gone {
+	if ok && !wt.gone && wt.status.Tier != TierTimer {
 		mp = wt.status.Target.Mountpoint
 	}
 	w.mu.Unlock()
