@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
@@ -164,6 +165,8 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 	z.goStats.add(goOp)
 	const running, finished, abandoned = 0, 1, 2
 	var state atomic.Int32
+	// abandonLevel is set before state turns abandoned, and read after.
+	var abandonLevel slog.Level
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -174,7 +177,7 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 			}
 			if !state.CompareAndSwap(running, finished) {
 				z.goStats.abandoned.Add(-1)
-				z.cli.log.Warn("abandoned go-zfs call ended", "args", cmd, "took", time.Since(start), "err", err)
+				z.cli.log.Log(context.Background(), abandonLevel, "abandoned go-zfs call ended", "args", cmd, "took", time.Since(start), "err", err)
 			}
 			done <- err
 		}()
@@ -185,13 +188,14 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 	case err = <-done:
 	case <-ctx.Done():
 		z.goStats.abandoned.Add(1)
+		abandonLevel = abandonedCallLevel(ctx.Err())
 		if !state.CompareAndSwap(running, abandoned) {
 			// It finished as the context ended: take its outcome.
 			z.goStats.abandoned.Add(-1)
 			err = <-done
 			break
 		}
-		z.cli.log.Warn("go-zfs call abandoned: its command is killed after the child limit", "args", cmd, "after", time.Since(start), "limit", goZFSChildLimit)
+		z.cli.log.Log(ctx, abandonLevel, "go-zfs call abandoned: its command is killed after the child limit", "args", cmd, "after", time.Since(start), "limit", goZFSChildLimit, "why", ctx.Err())
 		return fmt.Errorf("%s %s: %w (go-zfs runs %s on, until it ends or %v have passed)", op, target, ctx.Err(), strings.Join(cmd, " "), goZFSChildLimit)
 	}
 	z.cli.log.Debug("zfs command", "via", backendGoZFS, "args", cmd, "exit", goZFSExitCode(err), "took", time.Since(start))
@@ -199,6 +203,17 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 		return goZFSError(op, target, err)
 	}
 	return nil
+}
+
+// abandonedCallLevel is how loudly a call left running is logged: a
+// deadline means the command outlasted its bound (a hung pool, perhaps);
+// a cancel means the caller stopped waiting (the agent stopping, a role
+// change), which is routine.
+func abandonedCallLevel(why error) slog.Level {
+	if errors.Is(why, context.DeadlineExceeded) {
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 // goZFSError turns a failed go-zfs call into the error an operation

@@ -216,6 +216,53 @@ func TestGoZFSHungCallAbandoned(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "abandoned go-zfs call ended") || !strings.Contains(l, "signal: killed") {
 		t.Errorf("want the abandoned call's end logged with its kill:\n%s", l)
 	}
+	// Past its deadline a call may be stuck in a hung pool: a warning.
+	for _, msg := range []string{`level=WARN msg="go-zfs call abandoned`, `level=WARN msg="abandoned go-zfs call ended"`} {
+		if !strings.Contains(logs.String(), msg) {
+			t.Errorf("want %s in the logs:\n%s", msg, logs.String())
+		}
+	}
+}
+
+// A go-zfs call whose caller is cancelled (the agent stopping, a role
+// change) is left to finish, and both records of it are info, not
+// warnings: an orderly stop warns of nothing. The script stands in for a
+// zfs destroy that takes a while.
+func TestGoZFSCallLeftOnCancelIsInfo(t *testing.T) {
+	dir := t.TempDir()
+	started := filepath.Join(dir, "started")
+	z, _ := recordingZFSBody(t, allFeatures, true, "touch "+started+"\nsleep 1\nexit 0")
+	var logs syncBuffer
+	z.cli.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(started); err == nil {
+				break
+			}
+		}
+		cancel()
+	}()
+	err := z.Rollback(ctx, "tank/app@s1")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("want the cancel, got %v", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); z.goStats.abandoned.Load() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the abandoned call is still running after 30 s; logs:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l := logs.String()
+	for _, msg := range []string{`level=INFO msg="go-zfs call abandoned`, `level=INFO msg="abandoned go-zfs call ended"`} {
+		if !strings.Contains(l, msg) {
+			t.Errorf("want %s in the logs:\n%s", msg, l)
+		}
+	}
+	if strings.Contains(l, "level=WARN") {
+		t.Errorf("a cancelled call logged a warning:\n%s", l)
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for the log writes of several goroutines.
