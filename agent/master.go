@@ -294,6 +294,15 @@ func (m *master) handle(ctx context.Context, ev any, now time.Time) {
 		if m.xfer != nil && m.xfer.conn == ev.c {
 			m.fail(m.xfer, codeTransport, fmt.Errorf("connection lost: %w", ev.c.Err()), now)
 		}
+		if m.peerKnown {
+			// The hold trails acks (holdQuiet, holdTrail) and moves only
+			// while the peer is known: move it now to the newest snapshot
+			// the departing peer holds, so that the hold and the bookmark,
+			// which outlast a restart, name the real base. Left on an
+			// older one, a master restarted and alone for resumeKeep would
+			// prune the real base.
+			m.syncHold(ctx, now)
+		}
 		m.conn, m.peerKnown = nil, false
 	case evList:
 		if ev.c != m.conn {
