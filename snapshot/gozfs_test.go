@@ -176,8 +176,7 @@ func TestGoZFSHungCallAbandoned(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	z, _ := recordingZFSBody(t, allFeatures, true, "echo $$ >"+pidFile+"\ntrap '' TERM\nexec sleep 60")
-	var logs syncBuffer
-	z.cli.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := captureCLILog(z)
 	// Short bounds for the test, then the adapter's own again.
 	gozfs.SetRunner(&gozfs.Runner{Timeout: time.Second, Grace: 500 * time.Millisecond})
 	t.Cleanup(func() { gozfs.SetRunner(&gozfs.Runner{Timeout: goZFSChildLimit, Grace: goZFSGrace}) })
@@ -202,12 +201,7 @@ func TestGoZFSHungCallAbandoned(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for deadline := time.Now().Add(60 * time.Second); z.goStats.abandoned.Load() != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the abandoned call is still running after 60 s; logs:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitAbandonedEnded(t, z, logs, 60*time.Second)
 	// Reaped by go-zfs's Wait: the pid is gone, killed by SIGKILL (it
 	// ignored SIGTERM).
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -232,8 +226,7 @@ func TestGoZFSCallLeftOnCancelIsInfo(t *testing.T) {
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
 	z, _ := recordingZFSBody(t, allFeatures, true, "touch "+started+"\nsleep 1\nexit 0")
-	var logs syncBuffer
-	z.cli.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := captureCLILog(z)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -248,12 +241,7 @@ func TestGoZFSCallLeftOnCancelIsInfo(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("want the cancel, got %v", err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); z.goStats.abandoned.Load() != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the abandoned call is still running after 30 s; logs:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitAbandonedEnded(t, z, logs, 30*time.Second)
 	l := logs.String()
 	for _, msg := range []string{`level=INFO msg="go-zfs call abandoned`, `level=INFO msg="abandoned go-zfs call ended"`} {
 		if !strings.Contains(l, msg) {
@@ -262,6 +250,25 @@ func TestGoZFSCallLeftOnCancelIsInfo(t *testing.T) {
 	}
 	if strings.Contains(l, "level=WARN") {
 		t.Errorf("a cancelled call logged a warning:\n%s", l)
+	}
+}
+
+// captureCLILog sends the adapter's exec log, debug records included, to a
+// buffer the test reads.
+func captureCLILog(z *ZFS) *syncBuffer {
+	logs := &syncBuffer{}
+	z.cli.log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return logs
+}
+
+// waitAbandonedEnded waits until no abandoned go-zfs call of z runs.
+func waitAbandonedEnded(t *testing.T, z *ZFS, logs *syncBuffer, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); z.goStats.abandoned.Load() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the abandoned call is still running after %v; logs:\n%s", d, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
