@@ -165,8 +165,6 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 	z.goStats.add(goOp)
 	const running, finished, abandoned = 0, 1, 2
 	var state atomic.Int32
-	// abandonLevel is set before state turns abandoned, and read after.
-	var abandonLevel slog.Level
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -177,7 +175,8 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 			}
 			if !state.CompareAndSwap(running, finished) {
 				z.goStats.abandoned.Add(-1)
-				z.cli.log.Log(context.Background(), abandonLevel, "abandoned go-zfs call ended", "args", cmd, "took", time.Since(start), "err", err)
+				// Abandoned only once ctx ended: its Err says why.
+				z.cli.log.Log(context.Background(), abandonedCallLevel(ctx.Err()), "abandoned go-zfs call ended", "args", cmd, "took", time.Since(start), "err", err)
 			}
 			done <- err
 		}()
@@ -188,14 +187,13 @@ func (z *ZFS) goZFS(ctx context.Context, goOp, op, target string, cmd []string, 
 	case err = <-done:
 	case <-ctx.Done():
 		z.goStats.abandoned.Add(1)
-		abandonLevel = abandonedCallLevel(ctx.Err())
 		if !state.CompareAndSwap(running, abandoned) {
 			// It finished as the context ended: take its outcome.
 			z.goStats.abandoned.Add(-1)
 			err = <-done
 			break
 		}
-		z.cli.log.Log(ctx, abandonLevel, "go-zfs call abandoned: its command is killed after the child limit", "args", cmd, "after", time.Since(start), "limit", goZFSChildLimit, "why", ctx.Err())
+		z.cli.log.Log(ctx, abandonedCallLevel(ctx.Err()), "go-zfs call abandoned: its command is killed after the child limit", "args", cmd, "after", time.Since(start), "limit", goZFSChildLimit, "why", ctx.Err())
 		return fmt.Errorf("%s %s: %w (go-zfs runs %s on, until it ends or %v have passed)", op, target, ctx.Err(), strings.Join(cmd, " "), goZFSChildLimit)
 	}
 	z.cli.log.Debug("zfs command", "via", backendGoZFS, "args", cmd, "exit", goZFSExitCode(err), "took", time.Since(start))
