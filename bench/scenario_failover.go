@@ -144,7 +144,16 @@ func (r *foRig) replicated(ctx context.Context) (name, content string, err error
 	if err := os.WriteFile(filepath.Join(r.p.Master.Mountpoint, name), []byte(content), 0o644); err != nil {
 		return "", "", err
 	}
-	if err := waitShipped(ctx, r.p.Master, mark, time.Now(), foSyncWait); err != nil {
+	// Any snapshot begun after written holds the file. The agent may have
+	// begun the one for this write before WriteFile returned, and then no
+	// later one comes: a write to another file after written is a change
+	// that makes one. (Not this file again: a snapshot between its
+	// truncation and its write would hold it empty.)
+	written := time.Now()
+	if err := os.WriteFile(filepath.Join(r.p.Master.Mountpoint, "bench-nudge.txt"), []byte(name+"\n"), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := waitShipped(ctx, r.p.Master, mark, written, foSyncWait); err != nil {
 		return "", "", err
 	}
 	sctx, cancel := context.WithTimeout(ctx, foServeWait)
