@@ -178,6 +178,7 @@ func (m *matrix) round(op Op, outcome Outcome, round int) (string, bool) {
 	if err := step.Run(); err != nil {
 		t.Fatalf("round %d: running %s: %v", round, op.Name, err)
 	}
+	end := time.Now()
 	switch outcome {
 	case Reported:
 		c, ok := m.next(m.ex.Deadline)
@@ -191,10 +192,7 @@ func (m *matrix) round(op Op, outcome Outcome, round int) (string, bool) {
 		m.check(op, c)
 		t.Logf("round %d: reported after %v by %s/%s", round, time.Since(start).Round(time.Millisecond), c.Tier, c.Hook)
 		if !m.ex.Periodic && !op.Compound {
-			if extra := m.drain(m.ex.Quiet); len(extra) > 0 {
-				t.Errorf("round %d: %s made %d more Change(s) after the first (%s): want exactly one per dirty period",
-					round, op.Name, len(extra), hooksOf(extra))
-			}
+			m.checkExtra(op, round, c, end)
 		}
 		return c.Hook, !t.Failed()
 	default:
@@ -208,6 +206,48 @@ func (m *matrix) round(op Op, outcome Outcome, round int) (string, bool) {
 		}
 		return "", true
 	}
+}
+
+// reArmSlack bounds how long after an operation returned a Change from a
+// second hook it passed may still be sampled (the reader's delay under a
+// loaded TCG guest is milliseconds; a second is ample).
+const reArmSlack = time.Second
+
+// checkExtra drains the Changes after an operation's first one. A system
+// call that passes two hooks (open with O_TRUNC: notify_change, then
+// do_filp_open's return) spans two dirty periods when the notifier
+// re-armed between them: a guest that was preempted mid-call did so in 1
+// of 25 runs. That second Change is right (the snapshot on the first may
+// lack the rest of the call) and is accepted once per further hook, sampled
+// by the op's end plus reArmSlack; a hook reported twice, or a Change
+// after that, is a dirty period reported twice or a change from nowhere.
+func (m *matrix) checkExtra(op Op, round int, first agent.Change, end time.Time) {
+	t := m.t
+	rearmed, bad := judgeExtra(first, m.drain(m.ex.Quiet), end)
+	for _, c := range rearmed {
+		t.Logf("round %d: %s passed %s after the notifier re-armed: a second dirty period, sampled %v after the op ended",
+			round, op.Name, c.Hook, c.Time.Sub(end).Round(time.Millisecond))
+	}
+	if len(bad) > 0 {
+		t.Errorf("round %d: %s made %d more Change(s) after the first (%s): want one per dirty period, and a further one only from another hook the call passed",
+			round, op.Name, len(bad), hooksOf(bad))
+	}
+}
+
+// judgeExtra splits the Changes after an operation's first one (which
+// ended at end) into those from a further hook the call passed after a
+// re-arm and those that fail the matrix.
+func judgeExtra(first agent.Change, extra []agent.Change, end time.Time) (rearmed, bad []agent.Change) {
+	seen := map[string]bool{first.Hook: true}
+	for _, c := range extra {
+		if seen[c.Hook] || c.Time.After(end.Add(reArmSlack)) {
+			bad = append(bad, c)
+			continue
+		}
+		seen[c.Hook] = true
+		rearmed = append(rearmed, c)
+	}
+	return rearmed, bad
 }
 
 // check judges one reported Change.
