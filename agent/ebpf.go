@@ -422,7 +422,12 @@ func (e *EBPF) handle(ctx context.Context) {
 		e.bt.Arm(ev.id)
 		for _, tg := range tgs {
 			if tg.flushing {
-				tg.again = true // the running flush goes round once more
+				// The running flush goes round once more and reports
+				// the first event since it began, not the one it began
+				// with (its time is the oldest change not yet reported).
+				if !tg.again {
+					tg.again, tg.hook, tg.at = true, ev.hook, ev.at
+				}
 				continue
 			}
 			tg.flushing, tg.hook, tg.at = true, ev.hook, ev.at
@@ -435,10 +440,10 @@ func (e *EBPF) handle(ctx context.Context) {
 // flush runs steps 2 and 3 for one target, again while events came in
 // meanwhile (each after its re-arm).
 func (e *EBPF) flush(ctx context.Context, tg *ebpfTarget) {
-	e.mu.Lock()
-	hook, at := tg.hook, tg.at
-	e.mu.Unlock()
 	for {
+		e.mu.Lock()
+		hook, at := tg.hook, tg.at
+		e.mu.Unlock()
 		report := e.watching(tg) && (e.tier != TierBlock || e.confirm(ctx, tg))
 		if report {
 			// 2. Flush, so the snapshot holds what the mappings stored

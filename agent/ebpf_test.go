@@ -292,3 +292,91 @@ func TestEBPFBlockRefusesZFSFuse(t *testing.T) {
 		t.Fatalf("block tier on zfs-fuse: %v, want a refusal naming zfs-fuse and block devices", err)
 	}
 }
+
+// An event that comes while the target's flush runs is reported by the
+// flush's next round with its own hook and time: the round used to repeat
+// the first event's, so a call that passed two hooks (splice: vfs_iter_write,
+// then do_splice) looked like one hook reported twice.
+func TestEBPFEventDuringFlushReportsItsOwnHook(t *testing.T) {
+	dir := mountTmpfs(t)
+	n := newTestEBPF(t, TierTracepoint)
+	if err := n.Add(context.Background(), Target{Name: "tmp", Mountpoint: dir}); err != nil {
+		t.Fatal(err)
+	}
+	f := create(t, filepath.Join(dir, "f"), 0)
+	settle(n)
+
+	// Each flush of dir waits for the test: the first until the mkdir's
+	// event reached it, the second until the first change was taken (an
+	// undelivered change absorbs later ones, rightly).
+	entered, gate := make(chan struct{}), make(chan struct{})
+	flushes.mu.Lock()
+	orig := flushes.flush
+	flushes.flush = func(path string) error {
+		if path == dir {
+			select {
+			case entered <- struct{}{}:
+			case <-gate: // closed: the test is over
+			}
+			<-gate
+		}
+		return orig(path)
+	}
+	flushes.mu.Unlock()
+	// Registered after newTestEBPF's, so it runs before the notifier closes.
+	t.Cleanup(func() {
+		close(gate)
+		flushes.mu.Lock()
+		flushes.flush = orig
+		flushes.mu.Unlock()
+	})
+	flushStarts := func(what string) {
+		t.Helper()
+		select {
+		case <-entered:
+		case <-time.After(changeWait):
+			t.Fatalf("no flush started for %s", what)
+		}
+	}
+
+	if _, err := unix.Pwrite(int(f.Fd()), []byte("a"), 0); err != nil {
+		t.Fatal(err)
+	}
+	flushStarts("the write")
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(changeWait)
+	for {
+		n.mu.Lock()
+		again := n.byName["tmp"].again
+		n.mu.Unlock()
+		if again {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the mkdir's event did not reach the running flush")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	gate <- struct{}{}
+	first, ok := nextChange(n, changeWait)
+	if !ok {
+		t.Fatal("no change for the write")
+	}
+	flushStarts("the mkdir")
+	gate <- struct{}{}
+	second, ok := nextChange(n, changeWait)
+	if !ok {
+		t.Fatal("no second change for the mkdir made during the flush")
+	}
+	if !strings.Contains(first.Hook, "pwrite") {
+		t.Errorf("first change's hook %q: want the pwrite's", first.Hook)
+	}
+	if !strings.Contains(second.Hook, "mkdir") {
+		t.Errorf("second change's hook %q: want the mkdir's, not the first event's again", second.Hook)
+	}
+	if !second.Time.After(first.Time) {
+		t.Errorf("second change's time %v is not after the first's %v", second.Time, first.Time)
+	}
+}

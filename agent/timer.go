@@ -177,10 +177,11 @@ func (f *flusher) syncfs(path string, wait time.Duration) error {
 		return fmt.Errorf("syncfs %s: %w", path, errFlushPending)
 	}
 	f.pending[path] = true
+	flush := f.flush
 	f.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
-		err := f.flush(path)
+		err := flush(path)
 		f.mu.Lock()
 		delete(f.pending, path)
 		f.mu.Unlock()
